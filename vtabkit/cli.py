@@ -1,0 +1,135 @@
+"""The ``vtabkit`` command line: run, list, report, data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vtabkit.errors import UserError
+
+RUN_EXAMPLE = """example:
+  vtabkit run --model pixels --suite lite --out runs/lite
+  vtabkit run --model path/to/my_model.py:factory --suite vtab1k --tasks cifar100,dtd --data-dir ~/tfds
+"""
+LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
+REPORT_EXAMPLE = "example:\n  vtabkit report runs/lite --format md\n"
+DATA_EXAMPLE = "example:\n  vtabkit data status --suite vtab1k --data-dir ~/tfds\n  vtabkit data prepare --suite vtab1k\n"
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vtabkit", description="VTAB-style representation evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data}")
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    run = sub.add_parser("run", help="evaluate a model on a suite", epilog=RUN_EXAMPLE, formatter_class=formatter)
+    run.add_argument("--model", required=True, help="registered name, or path/to/file.py:factory")
+    run.add_argument("--suite", help="suite name (see `vtabkit list suites`)")
+    run.add_argument("--tasks", type=_comma_list, help="comma-separated task ids (a subset of the suite)")
+    run.add_argument("--protocol", type=_comma_list, dest="protocols",
+                     help="comma-separated protocols (default: the suite's); see `vtabkit list protocols`")
+    run.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory (results.jsonl)")
+    run.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    run.add_argument("--cache-dir", type=Path, help="feature cache (default: ~/.cache/vtabkit/features)")
+    run.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    run.add_argument("--tasks-dir", action="append", dest="tasks_dirs", help="extra folder of task YAML")
+    run.add_argument("--regime", choices=["1k", "full"], help="data regime (default: the suite's)")
+    run.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    run.add_argument("--skip-missing", action="store_true", help="run the tasks whose data is present")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    lister = sub.add_parser("list", help="list tasks, suites, models or protocols", epilog=LIST_EXAMPLE,
+                            formatter_class=formatter)
+    lister.add_argument("what", choices=["tasks", "suites", "models", "protocols"])
+    lister.add_argument("--tasks-dir", action="append", dest="tasks_dirs", help="extra folder of task YAML")
+
+    report = sub.add_parser("report", help="tables of a run directory", epilog=REPORT_EXAMPLE,
+                            formatter_class=formatter)
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--format", default="md", choices=["md", "csv", "latex"])
+
+    data_cmd = sub.add_parser("data", help="dataset status and preparation", epilog=DATA_EXAMPLE,
+                              formatter_class=formatter)
+    data_cmd.add_argument("action", choices=["status", "prepare"])
+    data_cmd.add_argument("--suite", help="suite whose datasets to check")
+    data_cmd.add_argument("--tasks", type=_comma_list, help="comma-separated task ids")
+    data_cmd.add_argument("--data-dir", help="TFDS data dir")
+    data_cmd.add_argument("--ids", action="store_true", help="also print split id hashes (status)")
+    data_cmd.add_argument("--tasks-dir", action="append", dest="tasks_dirs", help="extra folder of task YAML")
+    return parser
+
+
+def _list(args: argparse.Namespace) -> None:
+    from vtabkit import tasks
+
+    if args.what == "tasks":
+        registry = tasks.registry(args.tasks_dirs)
+        print(f"{'task':22s} {'family':15s} {'classes':>7s}  dataset")
+        for task in sorted(registry.tasks.values(), key=lambda t: (t.family, t.id)):
+            print(f"{task.id:22s} {task.family:15s} {task.num_classes:7d}  {task.tfds_name}")
+    elif args.what == "suites":
+        for suite in tasks.registry(args.tasks_dirs).suites.values():
+            print(f"{suite.name:12s} {len(suite.tasks):3d} tasks  regime {suite.regime:5s} {suite.description}")
+    elif args.what == "models":
+        from vtabkit.models.registry import list_models, model_factory
+
+        for name in list_models():
+            doc = (model_factory(name).__doc__ or "").strip().splitlines()
+            print(f"{name:24s} {doc[0] if doc else ''}")
+    else:
+        from vtabkit import protocols
+
+        for name in protocols.PROTOCOLS:
+            try:
+                module = protocols.get_protocol(name)
+            except ImportError:
+                continue  # a protocol whose module is not installed in this build
+            print(f"{name:10s} {module.DESCRIPTION}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from vtabkit.runner import RunConfig, run
+
+    config = RunConfig(model=args.model, suite=args.suite, tasks=args.tasks, protocols=args.protocols,
+                       out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                       use_cache=not args.no_cache, tasks_dirs=args.tasks_dirs, regime=args.regime,
+                       batch_size=args.batch_size, skip_missing=args.skip_missing, progress=not args.quiet)
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be a positive number of images")
+    written = run(config)
+    print(f"{len(written)} new result(s) in {args.out / 'results.jsonl'}; "
+          f"see `vtabkit report {args.out}`")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from vtabkit.report import render
+
+    print(render(args.run_dir, args.format))
+
+
+def _data(args: argparse.Namespace) -> None:
+    from vtabkit import data_cli
+
+    data_cli.main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"run": _run, "list": _list, "report": _report, "data": _data}
+    try:
+        handlers[args.command](args)
+    except UserError as error:
+        print(f"vtabkit: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vtabkit: interrupted; finished cells are saved, re-run the command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Linear probe: multinomial logistic regression on frozen features, solved in JAX.
+
+For each l2 strength of the grid the probe is fit on train, scored on val, and the best l2
+(ties → the stronger one) is refit on train+val and scored on test. Fits use full-batch
+L-BFGS (optax) and run over the grid from strong to weak regularisation, each warm-started
+from the previous solution, all inside one compiled function. Selection and refit share one
+compiled shape: rows outside the current fit get weight 0.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vtabkit.protocols import merge_config
+from vtabkit.protocols.common import check_split, top1
+
+DESCRIPTION = "multinomial logistic regression on frozen features; l2 chosen on val, refit on train+val"
+USES_FEATURES = True
+
+
+def cells(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [dict(config, setting="default", seed=0)]
+
+
+def _weighted_standardizer(x, weights):
+    total = weights.sum()
+    mean = (weights[:, None] * x).sum(0) / total
+    var = (weights[:, None] * (x - mean) ** 2).sum(0) / total
+    return mean, jnp.sqrt(var) + 1e-6
+
+
+@partial(jax.jit, static_argnames=("num_classes", "max_iter", "standardize"))
+def fit_path(x, y, weights, l2_grid, *, num_classes: int, max_iter: int, tol: float, standardize: bool):
+    """Fit one probe per l2 in ``l2_grid`` (descending), rows weighted by ``weights``.
+
+    Returns (W (L, D, C), b (L, C), mean (D,), scale (D,), iterations (L,)).
+    """
+    if standardize:
+        mean, scale = _weighted_standardizer(x, weights)
+    else:
+        mean, scale = jnp.zeros(x.shape[1], x.dtype), jnp.ones(x.shape[1], x.dtype)
+    z = (x - mean) / scale
+    onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
+    total = weights.sum()
+
+    def loss(params, l2):
+        w, b = params
+        logits = z @ w + b
+        nll = jax.nn.logsumexp(logits, axis=1) - (onehot * logits).sum(1)
+        return (weights * nll).sum() / total + 0.5 * l2 * (w * w).sum()
+
+    solver = optax.lbfgs()
+
+    def solve(params, l2):
+        objective = partial(loss, l2=l2)
+        value_and_grad = optax.value_and_grad_from_state(objective)
+
+        def step(carry):
+            params, state, _, count = carry
+            value, grad = value_and_grad(params, state=state)
+            updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=objective)
+            params = optax.apply_updates(params, updates)
+            return params, state, optax.tree.norm(grad, ord=jnp.inf), count + 1
+
+        def keep_going(carry):
+            return (carry[3] < max_iter) & (carry[2] > tol)
+
+        init = (params, solver.init(params), jnp.array(jnp.inf, x.dtype), jnp.array(0))
+        params, _, _, count = jax.lax.while_loop(keep_going, step, init)
+        return params, (params, count)
+
+    start = (jnp.zeros((x.shape[1], num_classes), x.dtype), jnp.zeros(num_classes, x.dtype))
+    _, (params, counts) = jax.lax.scan(solve, start, l2_grid)
+    return params[0], params[1], mean, scale, counts
+
+
+def choose_l2(grid: list[float], val_scores: list[float]) -> float:
+    """The l2 with the best val score; among ties the strongest (the simpler model)."""
+    best = max(val_scores)
+    return max(l2 for l2, score in zip(grid, val_scores) if score == best)
+
+
+def _predict(w, b, mean, scale, x):
+    return np.argmax(((x - mean) / scale) @ w + b, axis=-1)
+
+
+def evaluate_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
+                      test: tuple[np.ndarray, np.ndarray], num_classes: int,
+                      config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Select l2 on ``val`` (train on ``train``), refit on train+val, score ``test``.
+
+    Without ``val``, 20% of ``train`` (a seeded, stratification-free hold-out) plays val.
+    Returns ``top1`` (test), ``l2``, ``val_top1`` per l2 and solver iterations.
+    """
+    config = merge_config("linear", config)
+    x_train, y_train = check_split(train, "train", num_classes)
+    x_test, y_test = check_split(test, "test", num_classes, dim=x_train.shape[1])
+    if val is None:
+        order = np.random.default_rng(config.get("seed", 0)).permutation(len(y_train))
+        cut = int(round(0.8 * len(order)))
+        (x_train, y_train), (x_val, y_val) = ((x_train[order[:cut]], y_train[order[:cut]]),
+                                              (x_train[order[cut:]], y_train[order[cut:]]))
+    else:
+        x_val, y_val = check_split(val, "val", num_classes, dim=x_train.shape[1])
+
+    grid = sorted((float(l2) for l2 in config["l2_grid"]), reverse=True)  # strong → weak: warm starts
+    x_all = jnp.asarray(np.concatenate([x_train, x_val]), jnp.float32)
+    y_all = jnp.asarray(np.concatenate([y_train, y_val]))
+    solve = partial(fit_path, num_classes=num_classes, max_iter=int(config["max_iter"]),
+                    tol=float(config["tol"]), standardize=bool(config["standardize"]))
+
+    train_only = jnp.asarray(np.r_[np.ones(len(y_train)), np.zeros(len(y_val))], jnp.float32)
+    w, b, mean, scale, iterations = (np.asarray(a) for a in solve(x_all, y_all, train_only, jnp.asarray(grid, jnp.float32)))
+    val_scores = [top1(_predict(w[i], b[i], mean, scale, x_val), y_val) for i in range(len(grid))]
+    best = grid.index(choose_l2(grid, val_scores))
+
+    everything = jnp.ones(len(y_all), jnp.float32)
+    w, b, mean, scale, refit_iterations = (np.asarray(a) for a in solve(x_all, y_all, everything,
+                                                                        jnp.asarray(grid[best:best + 1], jnp.float32)))
+    return {"top1": top1(_predict(w[0], b[0], mean, scale, x_test), y_test),
+            "l2": grid[best],
+            "val_top1": {f"{l2:.3g}": score for l2, score in zip(grid, val_scores)},
+            "iterations": [int(i) for i in iterations] + [int(refit_iterations[0])],
+            "num_train": int(len(y_train)), "num_val": int(len(y_val)), "num_test": int(len(y_test))}

@@ -1,0 +1,76 @@
+"""`vtabkit report`: per-task scores, family means and the overall mean of a run directory.
+
+Scores are top-1 in percent, averaged over seeds (with ± std when a cell has several seeds).
+The overall mean is the unweighted mean over tasks (as VTAB defines it), *not* the mean of
+the family means; family means are a labelled breakdown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from vtabkit import results
+from vtabkit.errors import UserError
+
+FORMATS = ("md", "csv", "latex")
+
+
+def load_frame(run_dir: Path) -> pd.DataFrame:
+    """One row per record: model, task, family, protocol, setting, seed, top1 (%)."""
+    path = Path(run_dir) / results.RESULTS_FILE
+    if not Path(run_dir).is_dir():
+        raise UserError(f"run directory {run_dir} does not exist; pass the --out of a `vtabkit run`")
+    records = results.read_records(path)
+    if not records:
+        raise UserError(f"{path} holds no results yet; run `vtabkit run ... --out {run_dir}` first")
+    return pd.DataFrame([{"model": r["model"], "task": r["task"], "family": r["family"],
+                          "protocol": r["protocol"], "setting": r["setting"], "seed": r["seed"],
+                          "top1": 100.0 * r["metrics"]["top1"]} for r in records])
+
+
+def score_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows: tasks (grouped by family), then family means and the overall mean.
+
+    Columns: one per ``model / protocol / setting``; cells hold the mean over seeds.
+    """
+    frame = frame.assign(column=frame["model"] + " / " + frame["protocol"] + " / " + frame["setting"])
+    per_task = frame.groupby(["family", "task", "column"])["top1"].mean().unstack("column")
+    per_task = per_task.sort_index()
+    rows = [per_task]
+    for family, block in per_task.groupby(level="family"):
+        rows.append(_mean_row(block, ("mean", f"{family} ({len(block)} tasks)")))
+    rows.append(_mean_row(per_task, ("mean", f"all ({len(per_task)} tasks)")))
+    return pd.concat(rows)
+
+
+def _mean_row(block: pd.DataFrame, label: tuple[str, str]) -> pd.DataFrame:
+    # A column missing some tasks has no honest mean: leave it empty rather than average fewer.
+    means = block.mean().where(block.notna().all())
+    return pd.DataFrame([means], index=pd.MultiIndex.from_tuples([label], names=block.index.names))
+
+
+def seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds, for cells with more than one seed (e.g. few-shot)."""
+    grouped = frame.groupby(["model", "task", "protocol", "setting"])["top1"]
+    table = grouped.agg(["mean", "std", "count"]).reset_index()
+    return table[table["count"] > 1]
+
+
+def render(run_dir: Path, output_format: str = "md") -> str:
+    if output_format not in FORMATS:
+        raise UserError(f"unknown report format {output_format!r}; use one of {', '.join(FORMATS)}")
+    frame = load_frame(run_dir)
+    table = score_table(frame).round(2)
+    spread = seed_spread(frame).round(2)
+    if output_format == "csv":
+        return table.to_csv()
+    if output_format == "latex":
+        return table.to_latex(na_rep="--", float_format="%.1f")
+    text = ["Top-1 accuracy (%), mean over seeds. 'mean / all' is the unweighted mean over tasks; "
+            "family rows are means over that family's tasks. Empty: not every task has a result.", "",
+            table.to_markdown(floatfmt=".1f")]
+    if len(spread):
+        text += ["", "Seed spread (cells with several seeds):", "", spread.to_markdown(index=False, floatfmt=".2f")]
+    return "\n".join(text)

@@ -1,0 +1,81 @@
+"""Result records: one JSON object per line of ``results.jsonl``, appended as soon as known.
+
+Appends are single ``write`` calls of a whole line followed by fsync; a line torn by a crash
+(no trailing newline) is cut off before the next append and ignored when reading, so a
+killed run loses at most the cell it was writing and never duplicates one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+from vtabkit.errors import UserError
+
+RESULTS_FILE = "results.jsonl"
+CELL_FIELDS = ("model_fingerprint", "task", "task_hash", "regime", "protocol", "setting", "seed")
+
+
+def cell_key(record: dict[str, Any]) -> tuple:
+    """What identifies a result cell: re-running the same cell is skipped."""
+    return tuple(record.get(field) for field in CELL_FIELDS)
+
+
+def _cut_torn_tail(path: Path) -> None:
+    with open(path, "rb+") as stream:
+        stream.seek(0, os.SEEK_END)
+        size = stream.tell()
+        if size == 0:
+            return
+        stream.seek(size - 1)
+        if stream.read(1) == b"\n":
+            return
+        # Find the last complete line and truncate after it.
+        block = min(size, 1 << 20)
+        stream.seek(size - block)
+        tail = stream.read(block)
+        keep = size - block + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        stream.truncate(keep)
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one line, durably."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        _cut_torn_tail(path)
+    line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, line)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """All complete records of a results file (a torn last line is skipped with a warning)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # the torn last line of a killed run
+                warnings.warn(f"{path}: ignoring an incomplete last line (an interrupted write)")
+            else:
+                raise UserError(f"{path}:{number} is not a JSON record; the file was edited or "
+                                "corrupted — fix or remove that line")
+    return records
+
+
+def done_cells(records: Iterable[dict[str, Any]]) -> set[tuple]:
+    return {cell_key(record) for record in records}
