@@ -1,0 +1,403 @@
+"""Few-shot linear evaluation: closed-form ridge regression on k examples per class.
+
+The protocol of the ViT / BiT / big_vision few-shot evaluator:
+
+1. For seed ``s``, ``np.random.default_rng(s)`` permutes the indices of each class (sorted
+   label order) once; the k-shot set is the first k of every class, so for one seed the 1-shot
+   set is inside the 5-shot set, and so on. A class with fewer than k examples gives what it has.
+2. Features are standardised per dimension with the mean and std (+1e-5) of the few-shot set;
+   the test split gets the same transform.
+3. A constant bias column of 100 is appended (large, so the bias is nearly unregularised).
+4. Targets are one-hot mapped to {-1, +1}; the weights are (XᵀX + λI)⁻¹XᵀY, or the dual
+   Xᵀ(XXᵀ + λI)⁻¹Y when there are fewer examples than columns, from ONE eigendecomposition, so
+   extra λ values cost one small matrix product each.
+5. The prediction is the argmax over classes; top-1 is measured on the whole test split.
+
+λ is fixed (``l2``, default 2¹⁰ = 1024, as big_vision) unless ``l2_selection`` asks for a choice
+from ``L2_GRID`` (2⁻¹⁰ … 2¹⁹) on held-out *training* data — the test split is never read for
+it:
+
+- ``val``: the task's val split (whole), scored by the ridge fitted on the few-shot set. The val
+  examples only judge λ; they are never added to the few-shot training set.
+- ``loo``: exact leave-one-out over the few-shot set (closed form from the same
+  eigendecomposition; the standardisation statistics come from the whole few-shot set). Needs at
+  least 2 shots per class.
+
+Ties between λ values go to the largest λ (the most regularised model).
+
+Linear algebra runs under jax.numpy on the default device in the default float type (float32
+unless jax_enable_x64), with full-precision matrix products so results do not depend on TF32 /
+bf16 matmul defaults of the accelerator.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vtabkit.errors import UserError
+from vtabkit.protocols import merge_config
+
+DESCRIPTION = ("few-shot linear: closed-form ridge regression on 1/5/10/25 examples per class, "
+               "3 seeds (ViT/BiT/big_vision)")
+USES_FEATURES = True
+
+BIAS = 100.0  # value of the appended bias column
+STD_EPS = 1e-5  # added to the per-dimension std before dividing
+L2_GRID: tuple[float, ...] = tuple(2.0 ** p for p in range(-10, 20))  # 2^-10 ... 2^19, 30 values
+L2_SELECTIONS = ("fixed", "val", "loo")
+
+_NAME = "fewshot"
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (shared with the knn protocol)
+# ---------------------------------------------------------------------------------------------
+
+def check_split(name: str, split: Any, num_classes: int) -> Split:
+    """``split`` as ``(x, y)`` numpy arrays, or a UserError naming what is wrong with it.
+
+    ``x`` must be 2-D float (examples x dims) and finite; ``y`` 1-D integer in
+    ``[0, num_classes)`` with one label per row of ``x``.
+    """
+    if not (isinstance(split, (tuple, list)) and len(split) == 2):
+        raise UserError(f"{name} split must be an (x, y) pair of arrays; got {type(split).__name__}")
+    x, y = np.asarray(split[0]), np.asarray(split[1])
+    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+        raise UserError(f"{name} features must be a 2-D float array (examples x dims); "
+                        f"got shape {x.shape}, dtype {x.dtype}")
+    if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
+        raise UserError(f"{name} labels must be a 1-D integer array; got shape {y.shape}, "
+                        f"dtype {y.dtype}")
+    if x.shape[0] != y.shape[0]:
+        raise UserError(f"{name} split has {x.shape[0]} feature rows but {y.shape[0]} labels; "
+                        "they must match one to one")
+    if x.shape[0] == 0:
+        raise UserError(f"{name} split is empty; check the task's split definition")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise UserError(f"{name} labels must lie in [0, {num_classes}); found values from "
+                        f"{y.min()} to {y.max()} (is num_classes right?)")
+    if not np.isfinite(x).all():
+        raise UserError(f"{name} features contain NaN or inf; check the model's output")
+    return x, y
+
+
+def check_num_classes(num_classes: Any) -> int:
+    """``num_classes`` as a positive int, or a UserError."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise UserError(f"num_classes must be a positive integer; got {num_classes!r}")
+    return int(num_classes)
+
+
+def check_splits(train: Any, val: Any, test: Any, num_classes: Any
+                 ) -> tuple[Split, Split | None, Split, int]:
+    """All three splits checked, with one feature width across them."""
+    num_classes = check_num_classes(num_classes)
+    train = check_split("train", train, num_classes)
+    test = check_split("test", test, num_classes)
+    val = None if val is None else check_split("val", val, num_classes)
+    for name, split in (("test", test), ("val", val)):
+        if split is not None and split[0].shape[1] != train[0].shape[1]:
+            raise UserError(f"{name} features have {split[0].shape[1]} dims but train features "
+                            f"have {train[0].shape[1]}; they must come from the same model")
+    return train, val, test, num_classes
+
+
+def _float_dtype() -> np.dtype:
+    # float32 unless the user enabled jax_enable_x64.
+    return jax.dtypes.canonicalize_dtype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------
+
+def sample_few_shot(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Indices of the ``shots``-per-class training set for ``seed``.
+
+    ``np.random.default_rng(seed)`` permutes each class's indices (classes in sorted label
+    order) once, and the first ``shots`` of each permutation are taken — so the sets for one
+    seed are nested across shot counts. A class with fewer examples gives all it has. The
+    result is grouped by class (sorted), in permutation order within a class.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise UserError(f"labels must be 1-D; got shape {labels.shape}")
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise UserError(f"shots must be a positive integer; got {shots!r}")
+    rng = np.random.default_rng(seed)
+    # One stable sort groups each class's indices in ascending order, like np.flatnonzero
+    # would per class, without one pass over all labels per class.
+    order = np.argsort(labels, kind="stable")
+    _, starts = np.unique(labels[order], return_index=True)
+    chosen = [rng.permutation(members)[:shots] for members in np.split(order, starts[1:])]
+    return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ridge regression through one eigendecomposition
+# ---------------------------------------------------------------------------------------------
+
+class Ridge(NamedTuple):
+    """The few-shot ridge problem after its one eigendecomposition.
+
+    For any λ the weights are ``basis @ (coef / (eigvals + λ)[:, None])``:
+    primal (n ≥ columns): XᵀX = V diag(s) Vᵀ, basis = V, coef = VᵀXᵀY;
+    dual (n < columns):   XXᵀ = U diag(s) Uᵀ, basis = XᵀU, coef = UᵀY.
+    ``train_factor`` (XV, or U) and ``targets`` (Y) serve the leave-one-out shortcut.
+    """
+
+    mean: jax.Array  # (d,) few-shot feature mean
+    scale: jax.Array  # (d,) few-shot feature std + STD_EPS
+    basis: jax.Array  # (d + 1, r)
+    eigvals: jax.Array  # (r,), clipped at 0
+    coef: jax.Array  # (r, c)
+    train_factor: jax.Array  # (n, r)
+    targets: jax.Array  # (n, c) in {-1, +1}
+
+
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    # Full float32 products: accelerators otherwise default to TF32/bf16 passes, which would
+    # make results depend on the hardware.
+    return jnp.matmul(a, b, precision=_HIGHEST)
+
+
+def _design(x: jax.Array, mean: jax.Array, scale: jax.Array) -> jax.Array:
+    z = (x - mean) / scale
+    return jnp.concatenate([z, jnp.full((x.shape[0], 1), BIAS, z.dtype)], axis=1)
+
+
+def _is_dual(ridge: Ridge) -> bool:
+    # Shapes are static under jit: the dual keeps one eigenvalue per example (< columns).
+    return ridge.eigvals.shape[0] < ridge.basis.shape[0]
+
+
+@partial(jax.jit, static_argnames=("num_classes",))
+def _fit(x: jax.Array, y: jax.Array, num_classes: int) -> Ridge:
+    mean = jnp.mean(x, axis=0)
+    scale = jnp.std(x, axis=0) + STD_EPS
+    design = _design(x, mean, scale)
+    targets = 2.0 * jax.nn.one_hot(y, num_classes, dtype=x.dtype) - 1.0
+    n, columns = design.shape
+    if n < columns:  # dual: the n x n Gram matrix is the smaller one
+        eigvals, u = jnp.linalg.eigh(_mm(design, design.T))
+        basis, coef, factor = _mm(design.T, u), _mm(u.T, targets), u
+    else:
+        eigvals, v = jnp.linalg.eigh(_mm(design.T, design))
+        factor = _mm(design, v)
+        basis, coef = v, _mm(factor.T, targets)
+    # The Gram matrix is PSD; round-off can push tiny eigenvalues below 0, which would make
+    # 1 / (s + λ) explode for small λ.
+    eigvals = jnp.maximum(eigvals, 0.0)
+    return Ridge(mean, scale, basis, eigvals, coef, factor, targets)
+
+
+def _shrunk_coef(ridge: Ridge, l2: jax.Array) -> jax.Array:
+    return ridge.coef / (ridge.eigvals + l2)[:, None]
+
+
+@jax.jit
+def _project(ridge: Ridge, x: jax.Array) -> jax.Array:
+    """Query rows in the eigenbasis, (m, r): logits(λ) = projected @ _shrunk_coef(λ)."""
+    return _mm(_design(x, ridge.mean, ridge.scale), ridge.basis)
+
+
+@jax.jit
+def _predict_grid(ridge: Ridge, projected: jax.Array, l2s: jax.Array) -> jax.Array:
+    """Predicted classes, (len(l2s), m); λ values run one after another to bound memory."""
+    return jax.lax.map(lambda l2: jnp.argmax(_mm(projected, _shrunk_coef(ridge, l2)), axis=1),
+                       l2s)
+
+
+@jax.jit
+def _correct_grid(ridge: Ridge, projected: jax.Array, y: jax.Array, l2s: jax.Array) -> jax.Array:
+    """Number of correct predictions per λ, (len(l2s),)."""
+    return jnp.sum(_predict_grid(ridge, projected, l2s) == y[None, :], axis=1)
+
+
+@jax.jit
+def _loo_correct_grid(ridge: Ridge, y: jax.Array, l2s: jax.Array) -> jax.Array:
+    """Exact leave-one-out correct counts per λ over the few-shot set.
+
+    With hat matrix H(λ), the prediction for example i from a fit without i is
+    y_i − (y_i − ŷ_i) / (1 − h_ii). In the dual, U is orthogonal, so both the residual
+    U diag(λ/(s+λ)) UᵀY and 1 − h_ii = Σ_j U_ij² λ/(s_j+λ) are formed without cancellation.
+    """
+    factor, targets, eigvals = ridge.train_factor, ridge.targets, ridge.eigvals
+    tiny = jnp.finfo(targets.dtype).tiny
+
+    def correct(l2: jax.Array) -> jax.Array:
+        if _is_dual(ridge):
+            keep = l2 / (eigvals + l2)
+            residual = _mm(factor, keep[:, None] * ridge.coef)
+            one_minus_h = _mm(factor ** 2, keep)
+        else:
+            residual = targets - _mm(factor, _shrunk_coef(ridge, l2))
+            one_minus_h = 1.0 - _mm(factor ** 2, 1.0 / (eigvals + l2))
+        loo = targets - residual / jnp.maximum(one_minus_h, tiny)[:, None]
+        return jnp.sum(jnp.argmax(loo, axis=1) == y)
+
+    return jax.lax.map(correct, l2s)
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, num_classes: int) -> Ridge:
+    """The eigendecomposed ridge problem of training set ``(x, y)`` (no sampling, no checks)."""
+    dtype = _float_dtype()
+    return _fit(jnp.asarray(x, dtype), jnp.asarray(y, jnp.int32), num_classes)
+
+
+def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
+                  num_classes: int, l2s: Sequence[float]) -> np.ndarray:
+    """Predicted classes of ``query_x`` for each λ in ``l2s``, shape ``(len(l2s), m)``.
+
+    The full protocol classifier (standardise, bias column, ±1 targets, ridge, argmax) fitted on
+    all of ``(train_x, train_y)`` with one eigendecomposition for every λ.
+    """
+    ridge = fit_ridge(train_x, train_y, num_classes)
+    projected = _project(ridge, jnp.asarray(query_x, _float_dtype()))
+    return np.asarray(_predict_grid(ridge, projected, jnp.asarray(l2s, _float_dtype())))
+
+
+def _top1_grid(ridge: Ridge, split: Split, l2s: Sequence[float]) -> np.ndarray:
+    x, y = split
+    projected = _project(ridge, jnp.asarray(x, _float_dtype()))
+    correct = _correct_grid(ridge, projected, jnp.asarray(y, jnp.int32),
+                            jnp.asarray(l2s, _float_dtype()))
+    return np.asarray(correct, dtype=np.float64) / len(y)  # divide on host, in float64
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and cells
+# ---------------------------------------------------------------------------------------------
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _positive_ints(key: str, values: list) -> list[int]:
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise UserError(f"fewshot setting {key!r} must be a positive integer or a non-empty list "
+                        f"of them; got {values!r}")
+    return values
+
+
+def _check_config(config: dict[str, Any]) -> None:
+    _positive_ints("shots", _as_list(config["shots"]))
+    seeds = _as_list(config["seed"]) if "seed" in config else _as_list(config["seeds"])
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise UserError(f"fewshot seeds must be non-negative integers; got {seeds!r}")
+    l2 = config["l2"]
+    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 > 0:
+        raise UserError(f"fewshot setting 'l2' must be a positive number; got {l2!r}")
+    selection = config["l2_selection"]
+    if selection not in L2_SELECTIONS:
+        raise UserError(f"fewshot setting 'l2_selection' must be one of "
+                        f"{', '.join(L2_SELECTIONS)}; got {selection!r}")
+    if selection == "loo" and min(_as_list(config["shots"])) < 2:
+        raise UserError("fewshot l2_selection 'loo' needs at least 2 shots per class; drop 1 from "
+                        "'shots' or use l2_selection 'fixed' or 'val'")
+
+
+def cells(config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One cell per (shots, seed), shots-major: setting ``f"{shots}shot"`` and ``seed``.
+
+    A config with a scalar ``seed`` gives cells for that seed only (``seeds`` is ignored).
+    """
+    config = merge_config(_NAME, config)
+    _check_config(config)
+    seeds = [config["seed"]] if "seed" in config else _as_list(config["seeds"])
+    base = {key: value for key, value in config.items() if key not in ("seeds", "seed", "setting")}
+    return [{**base, "shots": shots, "seed": seed, "setting": f"{shots}shot"}
+            for shots in _as_list(config["shots"]) for seed in seeds]
+
+
+def _is_single_cell(config: dict[str, Any]) -> bool:
+    return "seed" in config and not isinstance(config["shots"], (list, tuple)) \
+        and not isinstance(config["seed"], (list, tuple))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
+               cell: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """λ for this cell and what to record about how it was chosen. Never sees test data."""
+    selection = cell["l2_selection"]
+    if selection == "fixed":
+        return float(cell["l2"]), {}
+    if selection == "val":
+        if val is None:
+            raise UserError("fewshot l2_selection 'val' needs a val split and this task has none; "
+                            "use l2_selection 'loo' or 'fixed'")
+        scores = _top1_grid(ridge, val, L2_GRID)
+    else:
+        correct = _loo_correct_grid(ridge, jnp.asarray(few_shot_y, jnp.int32),
+                                    jnp.asarray(L2_GRID, _float_dtype()))
+        scores = np.asarray(correct, dtype=np.float64) / len(few_shot_y)
+    # Largest λ among the best: the most regularised of equally good models.
+    best = len(scores) - 1 - int(np.argmax(scores[::-1]))
+    return L2_GRID[best], {"l2_grid": list(L2_GRID), "l2_holdout_top1": scores.tolist()}
+
+
+def _evaluate_cell(train: Split, val: Split | None, test: Split, num_classes: int,
+                   cell: dict[str, Any]) -> dict[str, Any]:
+    shots, seed = int(cell["shots"]), int(cell["seed"])
+    index = sample_few_shot(train[1], shots, seed)
+    few_x, few_y = train[0][index], train[1][index]
+    ridge = fit_ridge(few_x, few_y, num_classes)
+    l2, selection_record = _choose_l2(ridge, few_y, val, cell)
+    top1 = float(_top1_grid(ridge, test, [l2])[0])
+    return {"top1": top1, "setting": f"{shots}shot", "shots": shots, "seed": seed, "l2": l2,
+            "l2_selection": cell["l2_selection"], "num_train": int(len(index)),
+            "num_test": int(len(test[1])), **selection_record}
+
+
+def _summarise(results: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    per_setting: dict[str, dict[str, Any]] = {}
+    for shots in dict.fromkeys(r["shots"] for r in results):  # first-seen order
+        top1s = [r["top1"] for r in results if r["shots"] == shots]
+        per_setting[f"{shots}shot"] = {"shots": shots, "top1_mean": float(np.mean(top1s)),
+                                       "top1_std": float(np.std(top1s)), "num_seeds": len(top1s)}
+    headline = max(r["shots"] for r in results)
+    head = [r for r in results if r["shots"] == headline]
+    return {"top1": per_setting[f"{headline}shot"]["top1_mean"], "setting": f"{headline}shot",
+            "shots": headline, "seeds": [r["seed"] for r in head],
+            "l2": float(config["l2"]) if config["l2_selection"] == "fixed" else None,
+            "l2_selection": config["l2_selection"], "num_train": head[0]["num_train"],
+            "num_test": head[0]["num_test"], "per_setting": per_setting, "per_cell": results}
+
+
+def evaluate_features(train: Split, val: Split | None, test: Split, num_classes: int,
+                      config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Few-shot top-1 of frozen features; ``config`` keys override ``protocols/fewshot.yaml``.
+
+    The return shape follows the config:
+
+    - **one cell** (scalar ``shots`` and a ``seed`` key, as produced by :func:`cells`):
+      ``{"top1", "setting", "shots", "seed", "l2", "l2_selection", "num_train", "num_test"}``,
+      plus ``l2_grid`` and ``l2_holdout_top1`` (held-out top-1 per λ) when λ was selected.
+    - **several cells** (``config`` None, or list-valued ``shots``, or no ``seed``): every
+      (shots, seed) cell is evaluated and the result is
+      ``{"top1", "setting", "shots", "seeds", "l2", "l2_selection", "num_train", "num_test",
+      "per_setting", "per_cell"}`` where ``per_cell`` lists the one-cell dicts above,
+      ``per_setting[f"{k}shot"]`` holds ``top1_mean``, ``top1_std`` (population std over seeds)
+      and ``num_seeds``, and the headline ``top1`` is the mean over seeds at the LARGEST shot
+      count (named by ``setting``/``shots``). ``l2`` is the fixed λ, or None when λ is
+      selected per cell (see ``per_cell``).
+
+    ``val`` is used only when ``l2_selection`` is ``val`` (to judge λ, never as training data).
+    """
+    config = merge_config(_NAME, config)
+    cell_list = cells(config)  # validates the settings before any work
+    train, val, test, num_classes = check_splits(train, val, test, num_classes)
+    results = [_evaluate_cell(train, val, test, num_classes, cell) for cell in cell_list]
+    return results[0] if _is_single_cell(config) else _summarise(results, config)
