@@ -40,33 +40,37 @@ def builder(task: Task, data_dir: str | None):
     except Exception as error:  # TFDS raises several types for unknown names and versions
         raise UserError(f"task {task.id!r}: TFDS cannot provide {task.tfds_name} "
                         f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
-    if not _is_prepared(dataset_builder):
-        if task.dataset_name.startswith(_OWN_PREFIX):
-            dataset_builder.download_and_prepare()
-        else:
-            where = data_dir or "the default TFDS data dir (~/tensorflow_datasets)"
-            raise UserError(f"task {task.id!r}: dataset {task.tfds_name} is not prepared in {where}; "
-                            f"run `vtabkit data prepare --tasks {task.id}"
-                            f"{' --data-dir ' + data_dir if data_dir else ''}` or pass --data-dir")
+    if task.dataset_name.startswith(_OWN_PREFIX) and not dataset_builder.is_prepared():
+        dataset_builder.download_and_prepare()
     return dataset_builder
 
 
-def _is_prepared(dataset_builder) -> bool:
-    return dataset_builder.is_prepared() if hasattr(dataset_builder, "is_prepared") else \
-        dataset_builder.data_path.joinpath("dataset_info.json").exists()
+def _prepare_hint(task: Task, data_dir: str | None) -> str:
+    where = data_dir or "the default TFDS data dir (~/tensorflow_datasets)"
+    return (f"dataset {task.tfds_name} is not prepared in {where}; run `vtabkit data prepare --tasks "
+            f"{task.id}{' --data-dir ' + data_dir if data_dir else ''}` or pass --data-dir")
 
 
-def num_examples(task: Task, split: str, data_dir: str | None) -> int:
-    """How many examples the TFDS split string ``split`` selects."""
+def num_examples(task: Task, split: str, data_dir: str | None) -> int | None:
+    """How many examples the TFDS split string ``split`` selects (None when unknown)."""
+    splits = builder(task, data_dir).info.splits
+    if not splits:  # no split metadata (e.g. a mocked builder in tests)
+        return None
+    # info.splits resolves one slice at a time; "a+b" is a union of parts.
+    return sum(splits[part.strip()].num_examples for part in split.split("+"))
+
+
+def read_split(task: Task, split: str, data_dir: str | None, **as_dataset_kwargs):
+    """The tf.data.Dataset of ``split`` in TFDS record order (no shuffling)."""
     import tensorflow_datasets as tfds
 
-    info = builder(task, data_dir).info
-    return sum(info.splits[s].num_examples for s in _expand(split, info, tfds))
-
-
-def _expand(split: str, info, tfds) -> list[str]:
-    # info.splits[...] accepts slices one at a time; "a+b" is a union of parts.
-    return [part.strip() for part in split.split("+")]
+    dataset_builder = builder(task, data_dir)
+    read_config = as_dataset_kwargs.pop("read_config", tfds.ReadConfig(try_autocache=False))
+    try:
+        return dataset_builder.as_dataset(split=split, shuffle_files=False, read_config=read_config,
+                                          **as_dataset_kwargs)
+    except (AssertionError, FileNotFoundError) as error:  # what TFDS raises for unprepared data
+        raise UserError(f"task {task.id!r}: {_prepare_hint(task, data_dir)}") from error
 
 
 def batches(task: Task, split: str, *, resolution: int, batch_size: int,
@@ -79,8 +83,7 @@ def batches(task: Task, split: str, *, resolution: int, batch_size: int,
     tf = _tf()
     import tensorflow_datasets as tfds
 
-    dataset = builder(task, data_dir).as_dataset(
-        split=split, shuffle_files=False, read_config=tfds.ReadConfig(try_autocache=False))
+    dataset = read_split(task, split, data_dir)
 
     def prepare(example):
         item = task.preprocess(example)
@@ -105,10 +108,10 @@ def missing_reason(task: Task, data_dir: str | None) -> str | None:
     if task.dataset_name.startswith(_OWN_PREFIX):
         return None  # generated on first use
     try:
-        builder(task, data_dir)
+        prepared = builder(task, data_dir).is_prepared()
     except UserError as error:
         return str(error).split(": ", 1)[-1]
-    return None
+    return None if prepared else _prepare_hint(task, data_dir)
 
 
 def prepared_version(task: Task, data_dir: str | None) -> str:
@@ -127,9 +130,9 @@ def split_ids_hash(task: Task, split: str, data_dir: str | None) -> str:
     tf = _tf()
     import tensorflow_datasets as tfds
 
-    dataset = builder(task, data_dir).as_dataset(
-        split=split, shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False),
-        decoders={task.image_key: tfds.decode.SkipDecoding()})  # ids only: leave images encoded
+    dataset = read_split(task, split, data_dir,
+                         read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False),
+                         decoders={task.image_key: tfds.decode.SkipDecoding()})  # ids only
     digest = hashlib.sha256()
     for example_id in dataset.map(lambda example: example["tfds_id"], num_parallel_calls=tf.data.AUTOTUNE,
                                   deterministic=True).as_numpy_iterator():

@@ -180,23 +180,47 @@ def _is_dual(ridge: Ridge) -> bool:
     return ridge.eigvals.shape[0] < ridge.basis.shape[0]
 
 
+def _complement_of_ones(n: int, dtype: Any) -> jax.Array:
+    """(n, n-1) orthonormal columns orthogonal to the all-ones vector.
+
+    They are the last n-1 columns of the Householder reflection that maps e_1 to 1/√n.
+    """
+    if n == 1:
+        return jnp.zeros((1, 0), dtype)
+    v = jnp.full((n,), 1.0 / np.sqrt(n), dtype).at[0].add(-1.0)
+    reflection = jnp.eye(n, dtype=dtype) - 2.0 * jnp.outer(v, v) / jnp.dot(v, v)
+    return reflection[:, 1:]
+
+
 @partial(jax.jit, static_argnames=("num_classes",))
 def _fit(x: jax.Array, y: jax.Array, num_classes: int) -> Ridge:
     mean = jnp.mean(x, axis=0)
     scale = jnp.std(x, axis=0) + STD_EPS
     design = _design(x, mean, scale)
+    z = design[:, :-1]
     targets = 2.0 * jax.nn.one_hot(y, num_classes, dtype=x.dtype) - 1.0
-    n, columns = design.shape
-    if n < columns:  # dual: the n x n Gram matrix is the smaller one
-        eigvals, u = jnp.linalg.eigh(_mm(design, design.T))
+    n, d = z.shape
+    # The standardised features are mean-zero over the few-shot set, so the bias column is
+    # orthogonal to them: XᵀX = diag(ZᵀZ, n·100²) and the all-ones vector is an eigenvector of
+    # XXᵀ with eigenvalue n·100². Only the feature block is decomposed; leaving the huge bias
+    # eigenvalue out of eigh keeps float32 accurate for small λ (it would otherwise set the
+    # round-off scale of every eigenpair).
+    bias_eigval = jnp.full((1,), n * BIAS ** 2, x.dtype)
+    if n <= d:  # dual: decompose the (n-1) x (n-1) Gram matrix on the complement of 1
+        complement = _complement_of_ones(n, x.dtype)
+        reduced = _mm(complement.T, z)
+        eigvals, w = jnp.linalg.eigh(_mm(reduced, reduced.T))
+        u = jnp.concatenate([_mm(complement, w), jnp.full((n, 1), 1.0 / np.sqrt(n), x.dtype)],
+                            axis=1)
         basis, coef, factor = _mm(design.T, u), _mm(u.T, targets), u
     else:
-        eigvals, v = jnp.linalg.eigh(_mm(design.T, design))
+        eigvals, v_z = jnp.linalg.eigh(_mm(z.T, z))
+        v = jax.scipy.linalg.block_diag(v_z, jnp.ones((1, 1), x.dtype))
         factor = _mm(design, v)
         basis, coef = v, _mm(factor.T, targets)
-    # The Gram matrix is PSD; round-off can push tiny eigenvalues below 0, which would make
+    # A Gram matrix is PSD; round-off can push tiny eigenvalues below 0, which would make
     # 1 / (s + λ) explode for small λ.
-    eigvals = jnp.maximum(eigvals, 0.0)
+    eigvals = jnp.concatenate([jnp.maximum(eigvals, 0.0), bias_eigval])
     return Ridge(mean, scale, basis, eigvals, coef, factor, targets)
 
 

@@ -1,0 +1,116 @@
+"""Feature extraction: every example once, fixed batch shape, checked output, honest cache keys."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from vtabkit import features, tasks
+from vtabkit.errors import UserError
+from vtabkit.models.registry import Model, fingerprint
+
+MOCK = dict(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=100)
+
+
+def _mean_colour(resolution: int = 8, **kwargs) -> Model:
+    model = Model(apply=lambda params, x: jnp.mean(x, axis=(1, 2)), resolution=resolution, name="mean", **kwargs)
+    model.fingerprint = fingerprint(model)
+    return model
+
+
+def test_every_example_once_with_padded_last_batch(mnist_task_dir):
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    calls = []
+
+    def apply(params, images):
+        calls.append(images.shape)
+        return images.reshape(len(images), -1)[:, :4]
+
+    model = Model(apply=apply, resolution=28, jittable=False, name="pixels4")
+    with tfds.testing.mock_data(**MOCK):
+        feats, labels = features.compute_features(model, task, "test", data_dir=None, batch_size=32)
+        reference = np.stack([example["image"] for example in tfds.as_numpy(
+            tfds.load("mnist", split="test", shuffle_files=False))])
+    assert feats.shape == (100, 4) and labels.shape == (100,)  # 100 = 3 x 32 + 4: nothing dropped
+    assert set(calls) == {(32, 28, 28, 3)}  # one shape for every call, the last batch padded
+    np.testing.assert_allclose(feats[:, 0], reference.reshape(100, -1)[:, 0] / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("apply, message", [
+    (lambda p, x: jnp.mean(x, axis=(1, 2, 3)), "must return a 2-D"),
+    (lambda p, x: jnp.zeros((3, 5)), "for a batch of 16 images"),
+    (lambda p, x: jnp.full((x.shape[0], 2), jnp.nan), "NaN or inf features for 100 of 100"),
+])
+def test_bad_model_output_names_the_model(mnist_task_dir, apply, message):
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    model = Model(apply=apply, resolution=8, name="broken")
+    with tfds.testing.mock_data(**MOCK), pytest.raises(UserError, match=f"model 'broken'.*{message}"):
+        features.compute_features(model, task, "test", data_dir=None, batch_size=16)
+
+
+def test_cache_key_changes_with_every_input(mnist_task_dir, tmp_path):
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    base = _mean_colour(params={"w": np.zeros(3)})
+    other_weights = _mean_colour(params={"w": np.ones(3)})
+    other_resolution = _mean_colour(resolution=16, params={"w": np.zeros(3)})
+    other_range = _mean_colour(params={"w": np.zeros(3)}, value_range=(-1.0, 1.0))
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "t.yaml").write_text(
+        (mnist_task_dir / "mock_mnist.yaml").read_text().replace("test: test", "test: test[:50%]"))
+    other_task = tasks.get_task("mock_mnist", [changed])
+    key = features.cache_key(base, task, "test")
+    assert key == features.cache_key(_mean_colour(params={"w": np.zeros(3)}), task, "test")
+    others = {features.cache_key(m, task, "test") for m in (other_weights, other_resolution, other_range)}
+    others |= {features.cache_key(base, task, "train[:800]"), features.cache_key(base, other_task, "test")}
+    assert key not in others and len(others) == 5
+
+
+def test_cache_reuses_features_without_running_the_model(mnist_task_dir, tmp_path):
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    calls = []
+
+    def apply(params, images):
+        calls.append(1)
+        return images.mean(axis=(1, 2))
+
+    model = Model(apply=apply, resolution=8, jittable=False, name="counted", fingerprint="f1")
+    with tfds.testing.mock_data(**MOCK):
+        first = features.load_or_compute(model, task, "test", data_dir=None, cache_dir=tmp_path, batch_size=50)
+        count = len(calls)
+        second = features.load_or_compute(model, task, "test", data_dir=None, cache_dir=tmp_path, batch_size=50)
+    assert count == 2 and len(calls) == 2  # the second call read the cache
+    np.testing.assert_array_equal(first[0], second[0])
+    assert not list(tmp_path.glob("*.tmp"))  # no half-written cache entries left behind
+
+
+SHARDED_SCRIPT = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np, tensorflow_datasets as tfds
+from vtabkit import features, tasks
+from vtabkit.models.registry import Model
+task = tasks.get_task("mock_mnist", [sys.argv[1]])
+weights = np.random.default_rng(0).normal(size=(8 * 8 * 3, 5)).astype(np.float32)
+model = Model(apply=lambda p, x: jnp.tanh(x.reshape(len(x), -1) @ p), params=weights, resolution=8,
+              name="proj", fingerprint="p")
+with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=100):
+    feats, labels = features.compute_features(model, task, "test", data_dir=None, batch_size=30)
+print(json.dumps({"devices": jax.device_count(), "features": feats.tolist()}))
+"""
+
+
+def test_four_simulated_devices_give_the_same_features(mnist_task_dir):
+    outputs = []
+    for count in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+        done = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(mnist_task_dir)], env=env,
+                              capture_output=True, text=True, check=True)
+        outputs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert [o["devices"] for o in outputs] == [1, 4]
+    np.testing.assert_allclose(outputs[0]["features"], outputs[1]["features"], atol=1e-5)
+    assert len(outputs[1]["features"]) == 100  # batch 30 → 32 on 4 devices, nothing dropped
