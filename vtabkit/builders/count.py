@@ -105,6 +105,10 @@ class VtabkitCount(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release: 1-6 discs/squares on textured backgrounds, "
                               "balanced counts, 1000 train and 1000 test scenes."}
     disable_shuffling = True  # records stay in generation order (already random)
+    # Nothing is downloaded, so there are no URL checksums to look up. Saying so also skips
+    # TFDS 4.9's lookup of the checksums file, which imports `importlib_resources`, a package
+    # TFDS only installs on Python < 3.9 (tensorflow/datasets#11212).
+    url_infos = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -35,6 +35,10 @@ class VtabkitDigits(tfds.core.GeneratorBasedBuilder):
     # Records keep the generation order (already a seeded shuffle), so ``train[:800]`` does not
     # depend on TFDS's key hashing (TFDS then orders records by their integer key).
     disable_shuffling = True
+    # Nothing is downloaded, so there are no URL checksums to look up. Saying so also skips
+    # TFDS 4.9's lookup of the checksums file, which imports `importlib_resources`, a package
+    # TFDS only installs on Python < 3.9 (tensorflow/datasets#11212).
+    url_infos = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -5,10 +5,12 @@ label rules (VTAB's dsprites_loc / dsprites_ori) apply. The pixels are our own r
 the original files; geometry (all in pixels of the 64x64 image, pixel (r, c) covering
 [c, c+1) x [r, r+1), sampled at its centre):
 
-* centre = 12 + 40 * p for the x position (column) and the y position (row, y grows
-  downwards), so centres span [12, 52] — the central area, with a margin of 12 px;
-* a scale-1 shape has half-size 8 px (square half-side, ellipse semi-major axis, heart
-  half-width); the largest extent, the square's half-diagonal 8·√2 ≈ 11.3 px, stays inside;
+* centre = 15 + 34 * p for the x position (column) and the y position (row, y grows
+  downwards), so centres span [15, 49] — the central area, 1.1 px per position step;
+* a scale-1 shape has half-size 10 px (square half-side, ellipse semi-major axis, heart
+  half-width), a scale-0.5 one 5 px; the largest extent, the square's half-diagonal
+  10·√2 ≈ 14.1 px, stays inside the image at every position. Scale steps are 1 px in
+  half-size, so even an axis-aligned square differs in pixels between neighbouring scales;
 * orientation θ turns the shape counter-clockwise as displayed.
 
 As in dSprites, the square repeats every 90° and the ellipse every 180°; only the heart has a
@@ -28,8 +30,8 @@ SCALES = np.linspace(0.5, 1.0, 6)
 ORIENTATIONS = np.linspace(0.0, 2 * np.pi, 40, endpoint=False)
 POSITIONS = np.linspace(0.0, 1.0, 32)  # both x and y
 
-CENTRE_MIN, CENTRE_SPAN = 12.0, 40.0  # pixel centre = 12 + 40 * position
-HALF_SIZE = 8.0  # pixels, at scale 1
+CENTRE_MIN, CENTRE_SPAN = 15.0, 34.0  # pixel centre = 15 + 34 * position
+HALF_SIZE = 10.0  # pixels, at scale 1
 _ELLIPSE_MINOR = 0.5  # semi-minor / semi-major: elongated so that orientation is visible
 # The heart curve (x²+y²−1)³ − x²y³ ≤ 0 spans x ∈ [−1.139, 1.139], y ∈ [−1, 1.236]: shift it
 # to centre its bounding box and shrink it to half-width 1, like the other shapes.
@@ -97,6 +99,10 @@ class VtabkitDsprites(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release: numpy rendering of the dSprites factor grid, "
                               "1000 train and 1000 test i.i.d. samples."}
     disable_shuffling = True  # records stay in sampling order (already random)
+    # Nothing is downloaded, so there are no URL checksums to look up. Saying so also skips
+    # TFDS 4.9's lookup of the checksums file, which imports `importlib_resources`, a package
+    # TFDS only installs on Python < 3.9 (tensorflow/datasets#11212).
+    url_infos = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         scalar = lambda: tfds.features.Tensor(shape=(), dtype=np.float32)  # noqa: E731

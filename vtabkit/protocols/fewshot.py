@@ -290,7 +290,8 @@ def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
     return np.asarray(_predict_grid(ridge, projected, jnp.asarray(l2s, _float_dtype())))
 
 
-def _top1_grid(ridge: Ridge, split: Split, l2s: Sequence[float]) -> np.ndarray:
+def ridge_top1(ridge: Ridge, split: Split, l2s: Sequence[float]) -> np.ndarray:
+    """Top-1 of the fitted ``ridge`` on ``split = (x, y)`` for each λ in ``l2s`` (float64)."""
     x, y = split
     projected = _project(ridge, jnp.asarray(x, _float_dtype()))
     correct = _correct_grid(ridge, projected, jnp.asarray(y, jnp.int32),
@@ -362,7 +363,7 @@ def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
         if val is None:
             raise UserError("fewshot l2_selection 'val' needs a val split and this task has none; "
                             "use l2_selection 'loo' or 'fixed'")
-        scores = _top1_grid(ridge, val, L2_GRID)
+        scores = ridge_top1(ridge, val, L2_GRID)
     else:
         correct = _loo_correct_grid(ridge, jnp.asarray(few_shot_y, jnp.int32),
                                     jnp.asarray(L2_GRID, _float_dtype()))
@@ -379,7 +380,7 @@ def _evaluate_cell(train: Split, val: Split | None, test: Split, num_classes: in
     few_x, few_y = train[0][index], train[1][index]
     ridge = fit_ridge(few_x, few_y, num_classes)
     l2, selection_record = _choose_l2(ridge, few_y, val, cell)
-    top1 = float(_top1_grid(ridge, test, [l2])[0])
+    top1 = float(ridge_top1(ridge, test, [l2])[0])
     return {"top1": top1, "setting": f"{shots}shot", "shots": shots, "seed": seed, "l2": l2,
             "l2_selection": cell["l2_selection"], "num_train": int(len(index)),
             "num_test": int(len(test[1])), **selection_record}

@@ -1,0 +1,146 @@
+"""End to end through the command line, on the offline `lite` suite."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from vtabkit import cli, results
+
+LITE_TASKS = {"lite_digits": 10, "lite_dsprites_loc": 16, "lite_dsprites_ori": 16, "lite_count": 6}
+
+
+def _run(args, capsys):
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def lite_run(tmp_path_factory, data_dir):
+    """One full `vtabkit run --model pixels --suite lite` shared by the tests below."""
+    out = tmp_path_factory.mktemp("run")
+    cache = tmp_path_factory.mktemp("features")
+    args = ["run", "--model", "pixels", "--suite", "lite", "--out", str(out), "--data-dir", data_dir,
+            "--cache-dir", str(cache), "--quiet"]
+    assert cli.main(args) == 0
+    return out, args
+
+
+def test_lite_run_writes_one_record_per_task_with_provenance(lite_run):
+    out, _ = lite_run
+    records = results.read_records(out / "results.jsonl")
+    assert sorted(r["task"] for r in records) == sorted(LITE_TASKS)
+    for record in records:
+        assert record["protocol"] == "linear" and record["regime"] == "1k"
+        assert record["splits"]["train"] == "train[:800]" and record["splits"]["val"] == "train[800:1000]"
+        assert len(record["split_ids"]["train"]) == 16 and record["dataset_version"] == "1.0.0"
+        assert record["model_fingerprint"] and record["task_hash"] and record["vtabkit_version"]
+        assert record["details"]["num_train"] == 800 and record["details"]["num_val"] == 200
+        assert record["details"]["num_test"] in (797, 1000)  # digits: 1797 - 1000 images for test
+        assert {"features_s", "protocol_s"} <= set(record["timings"])
+
+
+def test_lite_scores_are_above_chance(lite_run):
+    out, _ = lite_run
+    scores = {r["task"]: r["metrics"]["top1"] for r in results.read_records(out / "results.jsonl")}
+    assert scores["lite_digits"] > 0.9          # real digits: raw pixels are a strong baseline
+    assert scores["lite_dsprites_loc"] > 0.5    # x position is linear in pixels; chance is 1/16
+    for task, classes in LITE_TASKS.items():
+        assert scores[task] > 1.0 / classes, (task, scores[task])
+
+
+def test_rerun_skips_finished_cells(lite_run, capsys):
+    out, args = lite_run
+    before = (out / "results.jsonl").read_text()
+    code, stdout, _ = _run(args, capsys)
+    assert code == 0 and "0 new result(s)" in stdout and stdout.count("all cells already") == 4
+    assert (out / "results.jsonl").read_text() == before
+
+
+def test_report_markdown_and_csv(lite_run, capsys):
+    out, _ = lite_run
+    code, stdout, _ = _run(["report", str(out)], capsys)
+    assert code == 0 and "all (4 tasks)" in stdout and "structured (3 tasks)" in stdout
+    scores = {r["task"]: 100 * r["metrics"]["top1"] for r in results.read_records(out / "results.jsonl")}
+    code, csv_text, _ = _run(["report", str(out), "--format", "csv"], capsys)
+    overall = [line for line in csv_text.splitlines() if "all (4 tasks)" in line][0]
+    assert abs(float(overall.split(",")[-1]) - sum(scores.values()) / 4) < 0.01
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--model", "nope", "--suite", "lite"], "unknown model 'nope'"),
+    (["run", "--model", "pixels", "--suite", "nope"], "unknown suite 'nope'"),
+    (["run", "--model", "pixels", "--suite", "lite", "--tasks", "cifar100"], "not in suite 'lite'"),
+    (["run", "--model", "pixels", "--suite", "lite", "--protocol", "magic"], "unknown protocol 'magic'"),
+    (["run", "--model", "pixels"], "name a suite"),
+    (["run", "--model", "missing.py:f", "--suite", "lite"], "model file missing.py does not exist"),
+    (["report", "/nonexistent/run"], "does not exist"),
+    (["list", "tasks", "--tasks-dir", "/nonexistent"], "does not exist"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(args, message, capsys):
+    code, _, err = _run(args, capsys)
+    assert code == 2
+    assert err.startswith("vtabkit: error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bad_yaml_in_tasks_dir_is_one_line(tmp_path, capsys):
+    (tmp_path / "broken.yaml").write_text("task: x\nfamily: natural\nnum_classes: [\n")
+    code, _, err = _run(["list", "tasks", "--tasks-dir", str(tmp_path)], capsys)
+    assert code == 2 and "broken.yaml" in err and "not valid YAML" in err
+
+
+def test_model_from_file(tmp_path, data_dir, capsys):
+    model_file = tmp_path / "my_model.py"
+    model_file.write_text(textwrap.dedent("""
+        import jax.numpy as jnp
+        import vtabkit
+
+        def mean_colour():
+            return vtabkit.Model(apply=lambda params, x: jnp.mean(x, axis=(1, 2)), resolution=16)
+    """))
+    out = tmp_path / "run"
+    code, stdout, err = _run(["run", "--model", f"{model_file}:mean_colour", "--suite", "lite", "--tasks",
+                              "lite_digits", "--out", str(out), "--data-dir", data_dir, "--quiet"], capsys)
+    assert code == 0, err
+    [record] = results.read_records(out / "results.jsonl")
+    assert record["model"].endswith("my_model.py:mean_colour") and 0.0 < record["metrics"]["top1"] <= 1.0
+
+
+def test_list_commands(capsys):
+    for what, expected in [("tasks", "lite_dsprites_ori"), ("suites", "lite"), ("models", "pixels"),
+                           ("protocols", "linear")]:
+        code, stdout, _ = _run(["list", what], capsys)
+        assert code == 0 and expected in stdout
+
+
+def test_help_shows_examples(capsys):
+    for command in ("run", "list", "report", "data"):
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0 and "example:" in capsys.readouterr().out
+
+
+def test_killed_run_resumes_without_losing_or_duplicating(tmp_path, data_dir):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "vtabkit", "run", "--model", "pixels", "--suite", "lite", "--out",
+               str(out), "--data-dir", data_dir, "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = out / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not path.exists() or path.read_text().count("\n") < 1):
+        time.sleep(0.2)
+    process.kill()  # SIGKILL: no clean-up code runs
+    process.wait()
+    kept = results.read_records(path)
+    assert 1 <= len(kept) < 4
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    final = results.read_records(path)
+    assert sorted(r["task"] for r in final) == sorted(LITE_TASKS)
+    assert len(results.done_cells(final)) == len(final) == 4
+    assert final[:len(kept)] == kept  # what was written before the kill is untouched
+    assert all(json.loads(line) for line in path.read_text().splitlines())
