@@ -30,7 +30,7 @@ def cache_key(model: Model, task: Task, split: str) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _normalise(model: Model, images, xp):
+def normalise(model: Model, images, xp):
     """Map [0, 255] pixels to the model's declared value range (and mean/std)."""
     low, high = model.value_range
     images = images * ((high - low) / 255.0) + low
@@ -42,7 +42,7 @@ def _normalise(model: Model, images, xp):
 def batch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     """A function images → features for a fixed batch size, and that (device-rounded) size."""
     if not model.jittable:
-        return (lambda images: np.asarray(model.apply(model.params, _normalise(model, images, np)))), batch_size
+        return (lambda images: np.asarray(model.apply(model.params, normalise(model, images, np)))), batch_size
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -56,7 +56,7 @@ def batch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray]
 
     @jax.jit
     def forward(params, images):
-        return model.apply(params, _normalise(model, images, jnp))
+        return model.apply(params, normalise(model, images, jnp))
 
     def run(images: np.ndarray) -> np.ndarray:
         return np.asarray(forward(params, jax.device_put(images, batch_sharding)))

@@ -18,7 +18,7 @@ import numpy as np
 
 from vtabkit import __version__, data, features, protocols, results, tasks
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model, create_model
+from vtabkit.models.registry import Model, create_model, is_model_file, model_factory
 from vtabkit.paths import cache_dir as default_cache_dir
 
 
@@ -100,6 +100,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
     names = list(config.protocols or default_protocols)
     modules = {name: protocols.get_protocol(name) for name in names}
     settings = {name: protocols.merge_config(name, config.protocol_config.get(name)) for name in names}
+    if not is_model_file(config.model):
+        model_factory(config.model)  # an unknown name fails here, before any data is read
     chosen = check_data(chosen, config, log)
 
     model = create_model(config.model)
@@ -124,8 +126,9 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
                 outcome = modules[name].evaluate_features(arrays["train"], arrays["val"], arrays["test"],
                                                           task.num_classes, config=cell)
             else:
-                outcome = modules[name].evaluate_model(model, task, regime, config=cell,
-                                                       data_dir=config.data_dir)
+                outcome = modules[name].evaluate_model(
+                    model, task, regime, config=cell, data_dir=config.data_dir,
+                    work_dir=Path(config.out) / "work" / f"{task.id}-{name}-{cell['setting']}-{cell['seed']}")
             record = dict(base, protocol=name, setting=cell["setting"], seed=cell["seed"],
                           protocol_config=cell, metrics={"top1": outcome["top1"]}, details=outcome,
                           timings={"features_s": extract_seconds, "protocol_s": time.perf_counter() - started},

@@ -120,10 +120,15 @@ def model_factory(name: str) -> Callable[..., Model]:
     return _FACTORIES[name]
 
 
+def is_model_file(name: str) -> bool:
+    """Whether ``name`` is a ``path/to/file.py[:factory]`` model spec rather than a registered name."""
+    return name.endswith(".py") or ".py:" in name
+
+
 def create_model(name: str, **kwargs: Any) -> Model:
     """Build the model registered as ``name`` (or ``path/to/file.py:factory``)."""
     source_hash = ""
-    if name.endswith(".py") or ".py:" in name:
+    if is_model_file(name):
         factory, source_hash = _factory_from_file(name if ":" in name else name + ":model")
     else:
         factory = model_factory(name)

@@ -9,8 +9,8 @@ The protocol of the ViT / BiT / big_vision few-shot evaluator:
    the test split gets the same transform.
 3. A constant bias column of 100 is appended (large, so the bias is nearly unregularised).
 4. Targets are one-hot mapped to {-1, +1}; the weights are (XᵀX + λI)⁻¹XᵀY, or the dual
-   Xᵀ(XXᵀ + λI)⁻¹Y when there are fewer examples than columns, from ONE eigendecomposition, so
-   extra λ values cost one small matrix product each.
+   Xᵀ(XXᵀ + λI)⁻¹Y when there are no more examples than feature dims, from ONE
+   eigendecomposition, so further λ values need no further solve (only their own products).
 5. The prediction is the argmax over classes; top-1 is measured on the whole test split.
 
 λ is fixed (``l2``, default 2¹⁰ = 1024, as big_vision) unless ``l2_selection`` asks for a choice
@@ -149,9 +149,10 @@ def sample_few_shot(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
 class Ridge(NamedTuple):
     """The few-shot ridge problem after its one eigendecomposition.
 
-    For any λ the weights are ``basis @ (coef / (eigvals + λ)[:, None])``:
-    primal (n ≥ columns): XᵀX = V diag(s) Vᵀ, basis = V, coef = VᵀXᵀY;
-    dual (n < columns):   XXᵀ = U diag(s) Uᵀ, basis = XᵀU, coef = UᵀY.
+    X is the (n, d + 1) design matrix (standardised features, bias column). For any λ the
+    weights are ``basis @ (coef / (eigvals + λ)[:, None])``:
+    primal (n > d):  XᵀX = V diag(s) Vᵀ, basis = V, coef = VᵀXᵀY;
+    dual   (n ≤ d):  XXᵀ = U diag(s) Uᵀ, basis = XᵀU, coef = UᵀY.
     ``train_factor`` (XV, or U) and ``targets`` (Y) serve the leave-one-out shortcut.
     """
 
@@ -176,7 +177,7 @@ def _design(x: jax.Array, mean: jax.Array, scale: jax.Array) -> jax.Array:
 
 
 def _is_dual(ridge: Ridge) -> bool:
-    # Shapes are static under jit: the dual keeps one eigenvalue per example (< columns).
+    # Shapes are static under jit: the dual keeps one eigenvalue per example (n < d + 1).
     return ridge.eigvals.shape[0] < ridge.basis.shape[0]
 
 
@@ -229,22 +230,31 @@ def _shrunk_coef(ridge: Ridge, l2: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _project(ridge: Ridge, x: jax.Array) -> jax.Array:
-    """Query rows in the eigenbasis, (m, r): logits(λ) = projected @ _shrunk_coef(λ)."""
-    return _mm(_design(x, ridge.mean, ridge.scale), ridge.basis)
+def _predict_grid(ridge: Ridge, x: jax.Array, l2s: jax.Array) -> jax.Array:
+    """Predicted classes of raw features ``x`` for each λ, (len(l2s), m).
+
+    λ values run one after another (lax.map) so memory holds one (m, c) logit block at a time.
+    Two exact routes; the cheaper for these shapes is taken: form the (p, c) weights per λ and
+    multiply, or project x onto the eigenbasis once and apply only the shrunk coefficients per
+    λ (wins for long λ grids with many classes).
+    """
+    design = _design(x, ridge.mean, ridge.scale)
+    (m, p), r, c, grid = design.shape, ridge.eigvals.shape[0], ridge.coef.shape[1], l2s.shape[0]
+    if grid * (p * r * c + m * p * c) <= m * p * r + grid * m * r * c:
+        def logits(l2: jax.Array) -> jax.Array:
+            return _mm(design, _mm(ridge.basis, _shrunk_coef(ridge, l2)))
+    else:
+        projected = _mm(design, ridge.basis)
+
+        def logits(l2: jax.Array) -> jax.Array:
+            return _mm(projected, _shrunk_coef(ridge, l2))
+    return jax.lax.map(lambda l2: jnp.argmax(logits(l2), axis=1), l2s)
 
 
 @jax.jit
-def _predict_grid(ridge: Ridge, projected: jax.Array, l2s: jax.Array) -> jax.Array:
-    """Predicted classes, (len(l2s), m); λ values run one after another to bound memory."""
-    return jax.lax.map(lambda l2: jnp.argmax(_mm(projected, _shrunk_coef(ridge, l2)), axis=1),
-                       l2s)
-
-
-@jax.jit
-def _correct_grid(ridge: Ridge, projected: jax.Array, y: jax.Array, l2s: jax.Array) -> jax.Array:
+def _correct_grid(ridge: Ridge, x: jax.Array, y: jax.Array, l2s: jax.Array) -> jax.Array:
     """Number of correct predictions per λ, (len(l2s),)."""
-    return jnp.sum(_predict_grid(ridge, projected, l2s) == y[None, :], axis=1)
+    return jnp.sum(_predict_grid(ridge, x, l2s) == y[None, :], axis=1)
 
 
 @jax.jit
@@ -286,15 +296,14 @@ def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
     all of ``(train_x, train_y)`` with one eigendecomposition for every λ.
     """
     ridge = fit_ridge(train_x, train_y, num_classes)
-    projected = _project(ridge, jnp.asarray(query_x, _float_dtype()))
-    return np.asarray(_predict_grid(ridge, projected, jnp.asarray(l2s, _float_dtype())))
+    query = jnp.asarray(query_x, _float_dtype())
+    return np.asarray(_predict_grid(ridge, query, jnp.asarray(l2s, _float_dtype())))
 
 
 def ridge_top1(ridge: Ridge, split: Split, l2s: Sequence[float]) -> np.ndarray:
     """Top-1 of the fitted ``ridge`` on ``split = (x, y)`` for each λ in ``l2s`` (float64)."""
     x, y = split
-    projected = _project(ridge, jnp.asarray(x, _float_dtype()))
-    correct = _correct_grid(ridge, projected, jnp.asarray(y, jnp.int32),
+    correct = _correct_grid(ridge, jnp.asarray(x, _float_dtype()), jnp.asarray(y, jnp.int32),
                             jnp.asarray(l2s, _float_dtype()))
     return np.asarray(correct, dtype=np.float64) / len(y)  # divide on host, in float64
 

@@ -1,0 +1,133 @@
+"""Fine-tuning: the schedule, a decreasing loss, selection without test data, exact resume,
+and the same result on 1 and 4 (simulated) devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vtabkit import tasks
+from vtabkit.errors import UserError
+from vtabkit.models.registry import Model
+from vtabkit.models.vit import ViT
+from vtabkit.protocols import finetune, merge_config
+
+SMALL = {"batch_size": 32, "micro_batch_size": 16, "checkpoint_every": 5, "sweep": "quick",
+         "sweeps": {"quick": {"lr": [0.05, 0.01], "steps": [12]}}}
+
+
+def tiny_vit() -> Model:
+    module = ViT(patch_size=(8, 8), width=32, depth=1, num_heads=2, mlp_dim=64)
+    params = jax.jit(module.init)(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
+    return Model(apply=lambda p, x: module.apply({"params": p}, x)[1]["pre_logits"], params=params,
+                 resolution=32, value_range=(-1.0, 1.0), module=module, name="tiny_vit")
+
+
+def test_schedule_warms_up_then_decays_stepwise():
+    config = merge_config("finetune", None)
+    learning_rate = finetune.schedule(0.1, 1000, config)
+    assert float(learning_rate(0)) == 0.0
+    assert float(learning_rate(40)) == pytest.approx(0.05)  # halfway through 80 warm-up steps
+    assert float(learning_rate(80)) == pytest.approx(0.1)
+    assert float(learning_rate(299)) == pytest.approx(0.1) and float(learning_rate(300)) == pytest.approx(0.01)
+    assert float(learning_rate(600)) == pytest.approx(0.001) and float(learning_rate(900)) == pytest.approx(1e-4)
+
+
+def test_default_sweep_is_vtab_lightweight():
+    config = merge_config("finetune", None)
+    assert config["sweeps"]["lightweight"] == {"lr": [0.1, 0.01], "steps": [2500, 10000]}
+    assert config["batch_size"] == 512 and config["momentum"] == 0.9 and config["sweep"] == "lightweight"
+
+
+@pytest.fixture(scope="module")
+def digits_images(data_dir):
+    task = tasks.get_task("lite_digits")
+    return task, finetune.load_images(task, "train[:800]", tiny_vit(), data_dir)
+
+
+def test_sweep_selects_on_val_and_scores_test_once(digits_images, data_dir, monkeypatch):
+    task, _ = digits_images
+    seen = []
+    original = finetune.Trainer.accuracy
+
+    def spying_accuracy(self, params, task, split, data_dir):
+        seen.append(split)
+        return original(self, params, task, split, data_dir)
+
+    monkeypatch.setattr(finetune.Trainer, "accuracy", spying_accuracy)
+    result = finetune.evaluate_model(tiny_vit(), task, "1k", config=SMALL, data_dir=data_dir)
+    assert seen == ["train[800:1000]", "train[800:1000]", "test"]  # test read once, after the choice
+    best = max(result["sweep"].values(), key=lambda member: member["val_top1"])
+    assert result["sweep"][f"lr={result['lr']:g},steps=12"] == best
+    assert result["final_losses"][1] < result["final_losses"][0]  # the loss goes down
+    assert result["final_losses"][0] == pytest.approx(np.log(10), rel=1e-4)  # zero head: uniform start
+    assert 0.0 <= result["top1"] <= 1.0 and result["accumulation"] == 2
+
+
+def test_interrupted_training_resumes_exactly(digits_images, tmp_path, monkeypatch):
+    _, (images, labels) = digits_images
+    config = merge_config("finetune", SMALL)
+    trainer = finetune.Trainer(tiny_vit(), 10, config)
+    reference, _ = finetune.train(trainer, images, labels, 0.05, 12, None)
+
+    original_step, calls = trainer.step, []
+
+    def crashing_step(*args):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt  # killed after 7 steps; the checkpoint at step 5 survives
+        return original_step(*args)
+
+    monkeypatch.setattr(trainer, "step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train(trainer, images, labels, 0.05, 12, tmp_path / "ckpt")
+    monkeypatch.setattr(trainer, "step", original_step)
+    resumed, losses = finetune.train(trainer, images, labels, 0.05, 12, tmp_path / "ckpt")
+    assert len(losses) == 7  # steps 5..11 only
+    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(resumed)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_non_flax_model_is_a_clear_error(data_dir):
+    model = Model(apply=lambda p, x: x.mean(axis=(1, 2)), resolution=8, name="plain")
+    with pytest.raises(UserError, match="model 'plain' cannot be fine-tuned"):
+        finetune.evaluate_model(model, tasks.get_task("lite_digits"), "1k", config=SMALL, data_dir=data_dir)
+
+
+def test_bad_batch_settings_are_clear_errors():
+    with pytest.raises(UserError, match="multiple of micro_batch_size"):
+        finetune.Trainer(tiny_vit(), 10, merge_config("finetune", dict(SMALL, micro_batch_size=12)))
+    with pytest.raises(UserError, match="unknown sweep 'huge'"):
+        finetune.evaluate_model(tiny_vit(), tasks.get_task("lite_digits"), "1k", config=dict(SMALL, sweep="huge"))
+
+
+DEVICES_SCRIPT = """
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_finetune import tiny_vit, SMALL
+from vtabkit import tasks
+from vtabkit.protocols import finetune, merge_config
+config = merge_config("finetune", SMALL)
+model = tiny_vit()
+images, labels = finetune.load_images(tasks.get_task("lite_digits"), "train[:800]", model, sys.argv[1])
+params, losses = finetune.train(finetune.Trainer(model, 10, config), images, labels, 0.05, 6, None)
+print(json.dumps({"devices": jax.device_count(), "losses": losses,
+                  "head": np.asarray(params["head"]["kernel"]).ravel()[:50].tolist()}))
+"""
+
+
+def test_four_devices_match_one(data_dir, digits_images):
+    outputs = []
+    for count in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+        done = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT, data_dir, os.path.dirname(__file__)],
+                              env=env, capture_output=True, text=True, check=True)
+        outputs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert [o["devices"] for o in outputs] == [1, 4]
+    np.testing.assert_allclose(outputs[0]["losses"], outputs[1]["losses"], rtol=1e-4)
+    np.testing.assert_allclose(outputs[0]["head"], outputs[1]["head"], atol=1e-5)

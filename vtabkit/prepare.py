@@ -1,0 +1,405 @@
+"""Dataset status and preparation behind `vtabkit data status|prepare` (and `vtabkit run`'s checks).
+
+Everything here talks to TFDS directly: a task names a TFDS builder with a pinned version
+(``clevr:3.1.0``); a dataset is *prepared* when TFDS has written that version under the data dir.
+vtabkit's own builders (``vtabkit_*``) generate their data and never need a download. Manual
+datasets (RESISC45, Kaggle retinopathy) need files placed in ``<data_dir>/downloads/manual/``
+first; ``prepare_datasets`` prints the exact steps and carries on with the others.
+
+Mistakes the user can fix come back as one-line `UserError`s (status reports them as
+``problem`` instead of raising, so one broken task does not hide the others).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from vtabkit.errors import UserError
+from vtabkit.tasks import Task
+
+OWN_PREFIX = "vtabkit_"
+
+# Modules TFDS builders import lazily while *preparing* (reading needs none of them). Checked
+# before a download starts, so nobody downloads 30 GB to learn that OpenCV is missing.
+_PREPARE_MODULES: dict[str, tuple[str, ...]] = {
+    "sun397": ("cv2",), "diabetic_retinopathy_detection": ("cv2",), "kitti": ("cv2",),
+    "oxford_flowers102": ("scipy",), "svhn_cropped": ("scipy",),
+    "patch_camelyon": ("h5py",), "dsprites": ("h5py",),
+}
+_PIP_NAMES = {"cv2": "opencv-python-headless"}
+# What the TFDS builders read from the manual folder (from their `_split_generators`).
+_MANUAL_ENTRIES: dict[str, tuple[str, ...]] = {
+    "resisc45": ("NWPU-RESISC45",),
+    "diabetic_retinopathy_detection": ("train", "test", "sample", "trainLabels.csv"),
+}
+
+# Outcomes of `prepare_datasets`, per dataset.
+READY = "ready"                   # was already prepared
+PREPARED = "prepared"             # prepared (downloaded or generated) now
+MANUAL = "manual download needed"
+NEEDS_PACKAGE = "missing package"
+UNAVAILABLE = "unavailable"       # this TFDS cannot produce the pinned dataset version
+FAILED = "failed"
+_GOOD = (READY, PREPARED)
+
+
+def _tfds():
+    """tensorflow_datasets, with TensorFlow kept off accelerators (JAX owns them)."""
+    from vtabkit.data import _tf
+
+    _tf()
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def _base_name(task: Task) -> str:
+    """TFDS builder name without config or version (``eurosat/rgb`` → ``eurosat``)."""
+    return task.dataset_name.split("/")[0]
+
+
+def _is_own(task: Task) -> bool:
+    return task.dataset_name.startswith(OWN_PREFIX)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _data_dir_flag(data_dir: str | Path | None) -> str:
+    return f" --data-dir {data_dir}" if data_dir else ""
+
+
+def open_builder(task: Task, data_dir: str | Path | None):
+    """The TFDS builder of ``task``'s pinned dataset (prepared or not).
+
+    Raises `UserError` when TFDS does not know the dataset or the pinned version.
+    """
+    tfds = _tfds()
+    if _is_own(task):
+        try:
+            import vtabkit.builders  # noqa: F401  (registers vtabkit's own TFDS builders)
+        except ImportError as error:
+            raise UserError(f"task {task.id!r}: vtabkit's own dataset builders cannot be imported "
+                            f"({_first_line(error)}); reinstall vtabkit") from None
+    try:
+        return tfds.builder(task.dataset_name, version=task.dataset_version,
+                            data_dir=str(data_dir) if data_dir else None)
+    except tfds.core.DatasetNotFoundError:
+        raise UserError(f"task {task.id!r}: tensorflow-datasets {tfds.__version__} has no dataset "
+                        f"{task.dataset_name!r}; check the task's `dataset` field or upgrade "
+                        "tensorflow-datasets") from None
+    except Exception as error:  # TFDS raises AssertionError/ValueError for unknown versions/configs
+        message = _first_line(error)
+        offered = re.search(r"only: (.+?)\.?$", message)
+        if offered:
+            raise UserError(f"task {task.id!r}: tensorflow-datasets {tfds.__version__} cannot load "
+                            f"{task.dataset_name} at version {task.dataset_version} (it offers "
+                            f"{offered.group(1).strip()}); install a tensorflow-datasets release "
+                            "that has it, or place a prepared copy in the data dir") from None
+        raise UserError(f"task {task.id!r}: TFDS cannot open {task.tfds_name} "
+                        f"({type(error).__name__}: {message})") from None
+
+
+def is_prepared(builder) -> bool:
+    """Whether TFDS has written this builder's version under its data dir."""
+    return bool(builder.is_prepared())
+
+
+def generation_problem(builder) -> str | None:
+    """Why the installed TFDS cannot *generate* this version (it may still read it), or None.
+
+    TFDS only generates a builder's canonical version and its newest supported one; older pins
+    (e.g. ``kitti:3.1.0`` under TFDS 4.9, which generates only 3.3.0) must come prepared.
+    """
+    import tensorflow_datasets as tfds
+
+    version = builder.version
+    canonical = getattr(builder, "canonical_version", None)
+    versions = list(getattr(builder, "versions", []) or [])
+    if getattr(version, "tfds_version_to_prepare", None):
+        return (f"{builder.name}:{version} can only be generated with tensorflow-datasets "
+                f"{version.tfds_version_to_prepare} or older")
+    if canonical is None or not versions:
+        return None
+    generatable = sorted({str(canonical), str(max(versions))})
+    if str(version) not in generatable:
+        return (f"tensorflow-datasets {tfds.__version__} can read {builder.name}:{version} but only "
+                f"generates {', '.join(generatable)}")
+    return None
+
+
+def data_root(builder) -> Path:
+    """The data dir that holds ``builder``'s dataset.
+
+    Derived from the dataset folder (``<root>/<name>[/<config>]/<version>``) because TFDS opens a
+    prepared dataset as a read-only builder whose ``data_dir_root`` is that folder itself.
+    """
+    data_path = Path(str(builder.data_path))
+    depth = len(str(builder.info.full_name).split("/"))  # name[/config]/version
+    return data_path.parents[depth - 1]
+
+
+def manual_dir(builder) -> Path:
+    """Where TFDS looks for manually downloaded files: ``<data_dir>/downloads/manual``."""
+    return data_root(builder) / "downloads" / "manual"
+
+
+def needs_manual_download(builder) -> bool:
+    return bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+
+
+def missing_manual_files(task: Task, builder) -> list[str]:
+    """Entries of the manual folder that the builder will read but that are not there yet."""
+    folder = manual_dir(builder)
+    expected = _MANUAL_ENTRIES.get(_base_name(task))
+    if expected is None:  # a builder we have no list for: TFDS itself only needs a non-empty folder
+        return [] if folder.is_dir() and any(folder.iterdir()) else [str(folder)]
+    return [str(folder / entry) for entry in expected if not (folder / entry).exists()]
+
+
+def manual_instructions(task: Task, builder) -> str:
+    """The task's manual steps with the real data dir filled in (TFDS's text as a fallback)."""
+    text = task.manual_download or " ".join(str(builder.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
+    return text.replace("<data_dir>", str(data_root(builder)))
+
+
+def missing_modules(task: Task) -> list[str]:
+    """Python modules that preparing ``task``'s dataset imports but that are not installed."""
+    return [name for name in _PREPARE_MODULES.get(_base_name(task), ())
+            if importlib.util.find_spec(name) is None]
+
+
+def _pip_command(modules: list[str]) -> str:
+    return "pip install " + " ".join(_PIP_NAMES.get(name, name) for name in modules)
+
+
+def split_sizes(builder) -> dict[str, int]:
+    """Examples per TFDS split of a prepared builder."""
+    return {name: int(info.num_examples) for name, info in builder.info.splits.items()}
+
+
+def absolute_ranges(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
+    """The TFDS split string ``split`` as half-open example ranges ``(tfds_split, start, end)``.
+
+    Resolved exactly as TFDS does (``tfds.core.ReadInstruction``, percent slices rounded to the
+    closest example), against ``sizes`` (examples per TFDS split).
+    """
+    tfds = _tfds()
+    infos = {name: tfds.core.SplitInfo(name=name, shard_lengths=[count], num_bytes=0)
+             for name, count in sizes.items()}
+    try:
+        instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+    except (ValueError, AssertionError) as error:
+        raise UserError(f"split {split!r} does not fit TFDS splits {sizes}: {_first_line(error)}") from None
+    return [(part.splitname, part.from_ or 0, sizes[part.splitname] if part.to is None else part.to)
+            for part in instructions]
+
+
+def _other_versions(builder) -> list[str]:
+    """Other versions of the same dataset/config already prepared in the data dir."""
+    folder = Path(builder.data_path).parent
+    if not folder.is_dir():
+        return []
+    return sorted(child.name for child in folder.iterdir()
+                  if child.name != str(builder.version) and (child / "dataset_info.json").exists())
+
+
+def _fix(task: Task, builder, data_dir: str | Path | None) -> str:
+    """One line: what to do so that ``task``'s unprepared dataset becomes readable."""
+    prepare = f"`vtabkit data prepare --tasks {task.id}{_data_dir_flag(data_dir)}`"
+    problem = generation_problem(builder)
+    if problem:
+        found = _other_versions(builder)
+        also = f" (found {', '.join(found)} in the data dir, which the task does not read)" if found else ""
+        return (f"{problem}{also}; copy a {task.dataset_name}/{task.dataset_version} folder "
+                f"prepared elsewhere (or with a tensorflow-datasets release that generates it) "
+                f"into {data_root(builder)}")
+    if needs_manual_download(builder):
+        return f"manual download: {manual_instructions(task, builder)}"
+    modules = missing_modules(task)
+    if modules:
+        return f"run `{_pip_command(modules)}`, then {prepare}"
+    return f"run {prepare}"
+
+
+def dataset_status(task: Task, data_dir: str | Path | None) -> dict[str, Any]:
+    """What is known about ``task``'s dataset in ``data_dir``; never raises for user mistakes.
+
+    Keys: ``task``, ``dataset`` (pinned ``name:version``), ``version``, ``data_dir``,
+    ``prepared``, ``own_builder`` (generated by vtabkit, no download), ``manual_download``,
+    ``other_versions`` (other prepared versions found), ``tfds_package`` (installed
+    tensorflow-datasets), ``tfds_splits`` (examples per TFDS split, when prepared),
+    ``task_splits`` (examples per task split, None when unknown), ``problem`` (one line or
+    None) and ``fix`` (one line or None).
+    """
+    tfds = _tfds()
+    status: dict[str, Any] = {
+        "task": task.id, "dataset": task.tfds_name, "version": task.dataset_version,
+        "data_dir": str(data_dir) if data_dir else None, "prepared": False,
+        "own_builder": _is_own(task), "manual_download": bool(task.manual_download),
+        "other_versions": [], "tfds_package": tfds.__version__, "tfds_splits": {},
+        "task_splits": {name: None for name in task.splits}, "problem": None, "fix": None,
+    }
+    try:
+        builder = open_builder(task, data_dir)
+    except UserError as error:
+        status["problem"] = str(error)
+        return status
+    status["data_dir"] = str(data_root(builder))
+    status["manual_download"] = status["manual_download"] or needs_manual_download(builder)
+    status["other_versions"] = _other_versions(builder)
+    if not is_prepared(builder):
+        if status["own_builder"]:
+            status["fix"] = "none needed: generated on first use (or by `vtabkit data prepare`)"
+        else:
+            status["problem"] = f"{task.tfds_name} is not prepared in {data_root(builder)}"
+            status["fix"] = _fix(task, builder, data_dir)
+        return status
+    status["prepared"] = True
+    status["version"] = str(builder.info.version)
+    status["tfds_splits"] = sizes = split_sizes(builder)
+    for name, split in task.splits.items():
+        try:
+            status["task_splits"][name] = sum(end - start for _, start, end in absolute_ranges(split, sizes))
+        except UserError as error:
+            status["problem"] = f"task split {name!r}: {error}"
+    return status
+
+
+def missing_datasets(tasks: Iterable[Task], data_dir: str | Path | None) -> list[tuple[Task, str]]:
+    """The tasks whose data cannot be read yet, each with the one-line fix."""
+    missing = []
+    for task in tasks:
+        status = dataset_status(task, data_dir)
+        if status["prepared"] or (status["own_builder"] and status["problem"] is None):
+            continue
+        missing.append((task, status["fix"] or status["problem"]))
+    return missing
+
+
+@dataclasses.dataclass
+class PrepareSummary:
+    """Outcome per dataset (``name:version``): ``(status, detail)``; status is one of this
+    module's READY, PREPARED, MANUAL, NEEDS_PACKAGE, UNAVAILABLE, FAILED."""
+
+    outcomes: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(status in _GOOD for status, _ in self.outcomes.values())
+
+    def count(self, status: str) -> int:
+        return sum(1 for state, _ in self.outcomes.values() if state == status)
+
+    def lines(self) -> list[str]:
+        width = max((len(name) for name in self.outcomes), default=0)
+        return [f"{name:{width}s}  {status}{': ' + detail if detail else ''}"
+                for name, (status, detail) in self.outcomes.items()]
+
+
+def _prepare_one(task: Task, data_dir: str | Path | None, log: Callable[[str], None]) -> tuple[str, str]:
+    """Prepare one dataset (via the first task that names it); returns ``(status, detail)``."""
+    tfds = _tfds()
+    try:
+        builder = open_builder(task, data_dir)
+    except UserError as error:
+        return FAILED, str(error)
+    if is_prepared(builder):
+        return READY, ""
+    if not _is_own(task):
+        problem = generation_problem(builder)
+        if problem:
+            return UNAVAILABLE, _fix(task, builder, data_dir)
+        if needs_manual_download(builder):  # the long step first: it is what the user must do
+            absent = missing_manual_files(task, builder)
+            if absent:
+                log(f"{task.tfds_name}: manual download needed; missing {', '.join(absent)}")
+                log(f"  {manual_instructions(task, builder)}")
+                return MANUAL, f"see the steps above; missing {', '.join(absent)}"
+        modules = missing_modules(task)
+        if modules:
+            return NEEDS_PACKAGE, f"preparing {task.tfds_name} needs `{_pip_command(modules)}`"
+    log(f"{task.tfds_name}: {'generating' if _is_own(task) else 'downloading and preparing'} "
+        f"into {data_root(builder)} ...")
+    config = tfds.download.DownloadConfig(manual_dir=str(manual_dir(builder)))
+    try:
+        builder.download_and_prepare(download_config=config)
+    except Exception as error:  # network, disk, corrupt archive...: report it and go on
+        return FAILED, f"{type(error).__name__}: {_first_line(error)}"
+    return PREPARED, ""
+
+
+def prepare_datasets(tasks: Iterable[Task], data_dir: str | Path | None,
+                     log: Callable[[str], None] = print) -> PrepareSummary:
+    """Download and prepare every distinct dataset that ``tasks`` read, carrying on past failures.
+
+    Manual datasets whose files are not in place get their exact steps logged and are skipped.
+    The summary (also logged at the end) says what happened to each dataset.
+    """
+    summary = PrepareSummary()
+    firsts: dict[str, Task] = {}
+    for task in tasks:
+        firsts.setdefault(task.tfds_name, task)
+    for name, task in firsts.items():
+        status, detail = _prepare_one(task, data_dir, log)
+        summary.outcomes[name] = (status, detail)
+        if status != MANUAL:  # manual steps were logged in full already
+            log(f"{name}: {status}{': ' + detail if detail else ''}")
+    good = sum(summary.count(status) for status in _GOOD)
+    log(f"summary: {good} of {len(summary.outcomes)} dataset(s) ready")
+    for line in summary.lines():
+        log(f"  {line}")
+    return summary
+
+
+def _ids_only_decoders(features) -> Any:
+    """Decoders that parse as little as possible: one scalar feature (TFDS cannot parse none),
+    or, failing that, every feature left undecoded."""
+    import tensorflow_datasets as tfds
+
+    for name, feature in features.items():
+        if getattr(feature, "shape", None) == () and not isinstance(feature, tfds.features.Image):
+            return tfds.decode.PartialDecoding({name: feature})
+    return {name: tfds.decode.SkipDecoding() for name in features.keys()}
+
+
+# `clevr-train.tfrecord-00003-of-00016__41`: the file format is not part of an example's identity.
+_FORMAT_INFIX = re.compile(r"\.[A-Za-z_]+(?=-\d+-of-\d+__\d+$)")
+
+
+def split_ids_hash(task: Task, split_name: str, data_dir: str | Path | None) -> str:
+    """Short sha256 (16 hex digits) of the TFDS example ids that task split ``split_name`` selects.
+
+    What is hashed: the ``tfds_id`` of every example of the split string, in TFDS index order
+    (files in order, examples in file order; read with one file at a time so the order does not
+    depend on read parallelism), each followed by a newline. An id names the shard file and the
+    position in it (``clevr-train.tfrecord-00003-of-00016__41``); its file-format part
+    (``.tfrecord``/``.array_record``) is dropped so both storage formats of the same preparation
+    hash alike. Equal hashes mean the same examples in the same order of the same TFDS
+    preparation. Only ids are read: images and other features stay undecoded.
+    """
+    if split_name not in task.splits:
+        raise UserError(f"task {task.id!r} has no split {split_name!r}; "
+                        f"it has {', '.join(task.splits)}")
+    tfds = _tfds()
+    builder = open_builder(task, data_dir)
+    if not is_prepared(builder):
+        if not _is_own(task):
+            raise UserError(f"task {task.id!r}: {task.tfds_name} is not prepared in "
+                            f"{data_root(builder)}; {_fix(task, builder, data_dir)}")
+        builder.download_and_prepare()
+    read_config = tfds.ReadConfig(add_tfds_id=True, try_autocache=False, interleave_cycle_length=1)
+    dataset = builder.as_dataset(split=task.splits[split_name], shuffle_files=False,
+                                 read_config=read_config,
+                                 decoders=_ids_only_decoders(builder.info.features))
+    digest = hashlib.sha256()
+    for example_id in dataset.map(lambda example: example["tfds_id"]).as_numpy_iterator():
+        digest.update(_FORMAT_INFIX.sub("", example_id.decode()).encode() + b"\n")
+    return digest.hexdigest()[:16]

@@ -1,0 +1,228 @@
+"""Fine-tuning: the whole Flax backbone plus a zero-initialised linear head on ``pre_logits``.
+
+The VTAB procedure: each member of the sweep (learning rate x schedule length) is trained on
+the train split and scored on val; the best member is retrained on train+val and scored on
+test, so test data never takes part in a choice. SGD with momentum, no weight decay, linear
+warm-up then step decay. Steps are data-parallel over all local devices (the batch is sharded,
+parameters replicated); gradients are accumulated over micro-batches when a batch does not fit.
+Training batches are drawn from (seed, step) alone, so a run resumed from its last checkpoint
+(orbax) continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vtabkit import data
+from vtabkit.errors import UserError
+from vtabkit.features import normalise
+from vtabkit.models.registry import Model
+from vtabkit.protocols import merge_config
+from vtabkit.tasks import Task
+
+DESCRIPTION = "fine-tune the whole backbone with a linear head; sweep on train/val, retrain on train+val"
+USES_FEATURES = False
+
+
+def cells(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [dict(config, setting=config["sweep"], seed=int(config["seed"]))]
+
+
+class WithHead(nn.Module):
+    """The backbone's ``pre_logits`` followed by a zero-initialised linear classifier."""
+    backbone: nn.Module
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        _, out = self.backbone(images, train=train)
+        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(out["pre_logits"])
+
+
+def schedule(lr: float, steps: int, config: dict[str, Any]) -> optax.Schedule:
+    """Linear warm-up from 0 to ``lr``, then x``decay_factor`` at each ``decay_at`` share of ``steps``."""
+    warmup = int(round(config["warmup_fraction"] * steps))
+    boundaries = {int(round(share * steps)) - warmup: config["decay_factor"] for share in config["decay_at"]}
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)),
+                                 optax.piecewise_constant_schedule(lr, boundaries)], [max(warmup, 1)])
+
+
+def _check_model(model: Model) -> None:
+    if model.module is None or not model.jittable:
+        raise UserError(f"model {model.name!r} cannot be fine-tuned: fine-tuning needs a Flax model "
+                        "(Model.module); PyTorch and plain-function models support frozen-feature "
+                        "protocols only (linear, fewshot, knn)")
+
+
+def load_images(task: Task, split: str, model: Model, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """All images of ``split`` at the model's resolution (uint8, in host memory) and their labels."""
+    images, labels = [], []
+    for batch, batch_labels, mask in data.batches(task, split, resolution=model.resolution,
+                                                  batch_size=256, data_dir=data_dir):
+        images.append(np.clip(np.round(batch[mask]), 0, 255).astype(np.uint8))
+        labels.append(batch_labels[mask])
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+class Trainer:
+    """Compiled train and predict steps of one (model, task), sharded over all local devices."""
+
+    def __init__(self, model: Model, num_classes: int, config: dict[str, Any]):
+        self.model, self.config = model, config
+        self.network = WithHead(model.module, num_classes)
+        devices = jax.local_devices()
+        self.mesh = Mesh(np.array(devices), ("data",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        batch, micro = int(config["batch_size"]), int(config["micro_batch_size"])
+        if batch % micro or micro % len(devices):
+            raise UserError(f"finetune: batch_size {batch} must be a multiple of micro_batch_size {micro}, "
+                            f"and micro_batch_size a multiple of the {len(devices)} devices")
+        self.batch, self.accumulation = batch, batch // micro
+        self.micro_sharding = NamedSharding(self.mesh, PartitionSpec(None, "data"))
+        self.eval_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        self.optimizer = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=float(config["momentum"]))
+        self.step = self._build_step()
+        self.predict = jax.jit(lambda params, images: jnp.argmax(
+            self.network.apply({"params": params}, normalise(self.model, images, jnp)), -1))
+
+    def init_params(self) -> Any:
+        head = {"kernel": jnp.zeros((self._feature_dim(), self.network.num_classes)),
+                "bias": jnp.zeros((self.network.num_classes,))}
+        # Copies: the train step donates its inputs, and the model's own weights must survive it.
+        backbone = jax.tree.map(jnp.array, self.model.params)
+        return jax.device_put({"backbone": backbone, "head": head}, self.replicated)
+
+    def _feature_dim(self) -> int:
+        probe = jnp.zeros((1, self.model.resolution, self.model.resolution, 3))
+        _, out = jax.eval_shape(lambda p, x: self.model.module.apply({"params": p}, x), self.model.params, probe)
+        return out["pre_logits"].shape[-1]
+
+    def _loss(self, params, images, labels):
+        logits = self.network.apply({"params": params}, normalise(self.model, images, jnp), train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    def _build_step(self):
+        # The learning rate is an argument, so every sweep member and the final retrain share one
+        # compiled step.
+        @partial(jax.jit, donate_argnums=(0, 1))
+        def step(params, opt_state, images, labels, lr):
+            # images: (accumulation, micro, H, W, 3); the step uses the mean micro-batch gradient.
+            def accumulate(total, micro):
+                loss, grads = jax.value_and_grad(self._loss)(params, *micro)
+                return jax.tree.map(jnp.add, total, (loss, grads)), None
+            zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+            (loss, grads), _ = jax.lax.scan(accumulate, zeros, (images, labels))
+            grads = jax.tree.map(lambda g: g / self.accumulation, grads)
+            opt_state.hyperparams["learning_rate"] = lr
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss / self.accumulation
+        return step
+
+    def batch_at(self, images: np.ndarray, labels: np.ndarray, seed: int, step: int):
+        """The training batch of ``step``: a function of (seed, step) only, so resuming is exact."""
+        rng = np.random.default_rng([seed, step])
+        index = rng.choice(len(labels), size=self.batch, replace=len(labels) < self.batch)
+        shape = (self.accumulation, self.batch // self.accumulation)
+        batch_images = images[index].astype(np.float32).reshape(*shape, *images.shape[1:])
+        return (jax.device_put(batch_images, self.micro_sharding),
+                jax.device_put(labels[index].reshape(shape), self.micro_sharding))
+
+    def accuracy(self, params, task: Task, split: str, data_dir: str | None) -> float:
+        size = -(-256 // len(jax.local_devices())) * len(jax.local_devices())
+        correct = total = 0
+        for images, labels, mask in data.batches(task, split, resolution=self.model.resolution,
+                                                 batch_size=size, data_dir=data_dir):
+            predictions = np.asarray(self.predict(params, jax.device_put(images, self.eval_sharding)))
+            correct += int(((predictions == labels) & mask).sum())
+            total += int(mask.sum())
+        return correct / total
+
+
+def train(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: float, steps: int,
+          checkpoint_dir: Path | None) -> tuple[Any, list[float]]:
+    """Train for ``steps``; resumes from the newest checkpoint in ``checkpoint_dir``."""
+    import orbax.checkpoint as ocp
+
+    config = trainer.config
+    learning_rate = schedule(lr, steps, config)
+    params = trainer.init_params()
+    opt_state = jax.device_put(trainer.optimizer.init(params), trainer.replicated)
+    start, manager = 0, None
+    if checkpoint_dir is not None:
+        # Synchronous saves: a checkpoint either exists whole or not at all when a run is killed.
+        manager = ocp.CheckpointManager(checkpoint_dir.resolve(), options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, enable_async_checkpointing=False))
+        if manager.latest_step() is not None:
+            start = manager.latest_step()
+            state = manager.restore(start, args=ocp.args.StandardRestore({"params": params, "opt": opt_state}))
+            params, opt_state = state["params"], state["opt"]
+    losses, every = [], int(config["checkpoint_every"])
+    for step in range(start, steps):
+        batch = trainer.batch_at(images, labels, int(config["seed"]), step)
+        params, opt_state, loss = trainer.step(params, opt_state, *batch, jnp.float32(learning_rate(step)))
+        losses.append(float(loss))
+        if manager is not None and (step + 1) % every == 0 and (step + 1) < steps:
+            manager.save(step + 1, args=ocp.args.StandardSave({"params": params, "opt": opt_state}))
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+    return params, losses
+
+
+def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any] | None = None,
+                   data_dir: str | None = None, work_dir: Path | None = None) -> dict[str, Any]:
+    """Sweep on train/val, retrain the best member on train+val, score test.
+
+    ``work_dir`` holds checkpoints and finished sweep members, so an interrupted call resumes;
+    it is removed when the call completes.
+    """
+    config = merge_config("finetune", config)
+    _check_model(model)
+    if config["sweep"] not in config["sweeps"]:
+        raise UserError(f"finetune: unknown sweep {config['sweep']!r}; choose from {', '.join(config['sweeps'])}")
+    sweep = config["sweeps"][config["sweep"]]
+    members = [(float(lr), int(steps)) for lr in sweep["lr"] for steps in sweep["steps"]]
+    train_split, val_split, test_split = task.regime_splits(regime)
+    if val_split is None:
+        raise UserError(f"finetune needs a validation split to choose among the sweep; task {task.id!r} "
+                        f"has none in the {regime!r} regime")
+    trainer = Trainer(model, task.num_classes, config)
+    finished_path = work_dir / "sweep.json" if work_dir else None
+    finished = json.loads(finished_path.read_text()) if finished_path and finished_path.exists() else {}
+
+    images, labels = load_images(task, train_split, model, data_dir)
+    for lr, steps in members:
+        key = f"lr={lr:g},steps={steps}"
+        if key in finished:
+            continue
+        params, losses = train(trainer, images, labels, lr, steps, work_dir and work_dir / key)
+        finished[key] = {"val_top1": trainer.accuracy(params, task, val_split, data_dir),
+                         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+        if finished_path:
+            finished_path.parent.mkdir(parents=True, exist_ok=True)
+            finished_path.write_text(json.dumps(finished))
+    # Best val score; ties go to the earlier member of the sweep (a fixed, data-independent order).
+    best_key = max(finished, key=lambda k: (finished[k]["val_top1"], -list(finished).index(k)))
+    best_lr, best_steps = next(m for m in members if f"lr={m[0]:g},steps={m[1]}" == best_key)
+
+    val_images, val_labels = load_images(task, val_split, model, data_dir)
+    images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
+    params, losses = train(trainer, images, labels, best_lr, best_steps, work_dir and work_dir / "final")
+    result = {"top1": trainer.accuracy(params, task, test_split, data_dir), "lr": best_lr, "steps": best_steps,
+              "sweep": finished, "final_losses": [losses[0], losses[-1]] if losses else None,
+              "batch_size": trainer.batch, "accumulation": trainer.accumulation,
+              "devices": jax.local_device_count()}
+    if work_dir is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return result
