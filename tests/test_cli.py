@@ -144,3 +144,22 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path, data_dir):
     assert len(results.done_cells(final)) == len(final) == 4
     assert final[:len(kept)] == kept  # what was written before the kill is untouched
     assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_set_overrides_parse_and_validate(capsys):
+    assert cli.parse_overrides(["finetune.sweep=quick", "linear.l2_grid=[0.1, 1.0]"]) == {
+        "finetune": {"sweep": "quick"}, "linear": {"l2_grid": [0.1, 1.0]}}
+    code, _, err = _run(["run", "--model", "pixels", "--suite", "lite", "--set", "sweep=quick"], capsys)
+    assert code == 2 and "must look like PROTOCOL.KEY=VALUE" in err
+    code, _, err = _run(["run", "--model", "pixels", "--suite", "lite", "--set", "linear.l3=1"], capsys)
+    assert code == 2 and "has no setting 'l3'" in err
+    code, _, err = _run(["run", "--model", "pixels", "--suite", "lite", "--set", "finetune.sweep=quick"], capsys)
+    assert code == 2 and "does not use" in err
+
+
+def test_changed_settings_make_new_cells(lite_run, capsys):
+    out, args = lite_run
+    code, stdout, _ = _run(args + ["--tasks", "lite_digits", "--set", "linear.l2_grid=[0.01]"], capsys)
+    assert code == 0 and "1 new result(s)" in stdout
+    code, report, _ = _run(["report", str(out)], capsys)
+    assert code == 0 and report.count("pixels / linear / default [") == 2  # two configs, kept apart

@@ -10,6 +10,7 @@ from vtabkit.errors import UserError
 
 RUN_EXAMPLE = """example:
   vtabkit run --model pixels --suite lite --out runs/lite
+  vtabkit run --model vit_tiny --suite lite --protocol finetune --set finetune.sweep=quick
   vtabkit run --model path/to/my_model.py:factory --suite vtab1k --tasks cifar100,dtd --data-dir ~/tfds
 """
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--regime", choices=["1k", "full"], help="data regime (default: the suite's)")
     run.add_argument("--batch-size", type=int, default=256, help="images per model call")
     run.add_argument("--skip-missing", action="store_true", help="run the tasks whose data is present")
+    run.add_argument("--set", action="append", dest="overrides", default=[], metavar="PROTOCOL.KEY=VALUE",
+                     help="override a protocol setting, e.g. --set finetune.sweep=quick (YAML value)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     lister = sub.add_parser("list", help="list tasks, suites, models or protocols", epilog=LIST_EXAMPLE,
@@ -91,13 +94,31 @@ def _list(args: argparse.Namespace) -> None:
             print(f"{name:10s} {module.DESCRIPTION}")
 
 
+def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
+    """``["finetune.sweep=quick", "fewshot.shots=[10]"]`` → ``{"finetune": {"sweep": "quick"}, ...}``."""
+    import yaml
+
+    overrides: dict[str, dict[str, object]] = {}
+    for item in items:
+        target, equals, text = item.partition("=")
+        protocol, dot, key = target.partition(".")
+        if not (equals and dot and protocol and key):
+            raise UserError(f"--set {item!r} must look like PROTOCOL.KEY=VALUE, e.g. finetune.sweep=quick")
+        try:
+            overrides.setdefault(protocol, {})[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: the value is not valid YAML") from None
+    return overrides
+
+
 def _run(args: argparse.Namespace) -> None:
     from vtabkit.runner import RunConfig, run
 
     config = RunConfig(model=args.model, suite=args.suite, tasks=args.tasks, protocols=args.protocols,
                        out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir,
                        use_cache=not args.no_cache, tasks_dirs=args.tasks_dirs, regime=args.regime,
-                       batch_size=args.batch_size, skip_missing=args.skip_missing, progress=not args.quiet)
+                       batch_size=args.batch_size, skip_missing=args.skip_missing, progress=not args.quiet,
+                       protocol_config=parse_overrides(args.overrides))
     if args.batch_size < 1:
         raise UserError("--batch-size must be a positive number of images")
     written = run(config)

@@ -25,9 +25,15 @@ def load_frame(run_dir: Path) -> pd.DataFrame:
     records = results.read_records(path)
     if not records:
         raise UserError(f"{path} holds no results yet; run `vtabkit run ... --out {run_dir}` first")
-    return pd.DataFrame([{"model": r["model"], "task": r["task"], "family": r["family"],
-                          "protocol": r["protocol"], "setting": r["setting"], "seed": r["seed"],
-                          "top1": 100.0 * r["metrics"]["top1"]} for r in records])
+    frame = pd.DataFrame([{"model": r["model"], "task": r["task"], "family": r["family"],
+                           "protocol": r["protocol"], "setting": r["setting"], "seed": r["seed"],
+                           "config": r.get("config_hash", ""), "top1": 100.0 * r["metrics"]["top1"]}
+                          for r in records])
+    # Runs of one setting with different settings files (--set) must not be averaged together:
+    # name such settings with their config hash.
+    configs = frame.groupby(["model", "protocol", "setting"])["config"].transform("nunique")
+    frame.loc[configs > 1, "setting"] = frame["setting"] + " [" + frame["config"].str[:6] + "]"
+    return frame
 
 
 def score_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -7,6 +7,7 @@ killed run loses at most the cell it was writing and never duplicates one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -16,7 +17,13 @@ from typing import Any, Iterable
 from vtabkit.errors import UserError
 
 RESULTS_FILE = "results.jsonl"
-CELL_FIELDS = ("model_fingerprint", "task", "task_hash", "regime", "protocol", "setting", "seed")
+CELL_FIELDS = ("model_fingerprint", "task", "task_hash", "regime", "protocol", "setting", "seed", "config_hash")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Short hash of a protocol cell's settings: changed settings make new cells, not skips."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def cell_key(record: dict[str, Any]) -> tuple:

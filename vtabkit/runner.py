@@ -99,6 +99,10 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
     chosen, regime, default_protocols = select_tasks(config)
     names = list(config.protocols or default_protocols)
     modules = {name: protocols.get_protocol(name) for name in names}
+    unused = sorted(set(config.protocol_config) - set(names))
+    if unused:
+        raise UserError(f"settings given for {', '.join(unused)}, which this run does not use; "
+                        f"add it to --protocol (running: {', '.join(names)})")
     settings = {name: protocols.merge_config(name, config.protocol_config.get(name)) for name in names}
     if not is_model_file(config.model):
         model_factory(config.model)  # an unknown name fails here, before any data is read
@@ -130,7 +134,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
                     model, task, regime, config=cell, data_dir=config.data_dir,
                     work_dir=Path(config.out) / "work" / f"{task.id}-{name}-{cell['setting']}-{cell['seed']}")
             record = dict(base, protocol=name, setting=cell["setting"], seed=cell["seed"],
-                          protocol_config=cell, metrics={"top1": outcome["top1"]}, details=outcome,
+                          protocol_config=cell, config_hash=results.config_hash(cell), metrics={"top1": outcome["top1"]}, details=outcome,
                           timings={"features_s": extract_seconds, "protocol_s": time.perf_counter() - started},
                           created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
             results.append_record(results_path, record)
@@ -143,7 +147,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
 def _key(model: Model, task: tasks.Task, regime: str, protocol: str, cell: dict[str, Any]) -> tuple:
     return results.cell_key({"model_fingerprint": model.fingerprint, "task": task.id, "task_hash": task.hash,
                              "regime": regime, "protocol": protocol, "setting": cell["setting"],
-                             "seed": cell["seed"]})
+                             "seed": cell["seed"], "config_hash": results.config_hash(cell)})
 
 
 def _features(model: Model, task: tasks.Task, split_strings: dict[str, str | None], config: RunConfig,
