@@ -254,7 +254,8 @@ def test_unreachable_url_says_to_pass_a_local_path(monkeypatch):
     with pytest.raises(UserError) as error:
         checkpoints.fetch("gs://vit_models/augreg/x.npz")
     message = str(error.value)
-    assert "\n" not in message and "could not fetch checkpoint https://storage.googleapis.com/vit_models/augreg/x.npz" in message
+    assert "\n" not in message
+    assert "could not fetch checkpoint https://storage.googleapis.com/vit_models/augreg/x.npz" in message
     assert "pass the local file" in message
     # The registered public checkpoints go the same way (their URL is never contacted here).
     with pytest.raises(UserError, match="could not fetch checkpoint https://storage.googleapis.com/bit_models/"):

@@ -187,19 +187,21 @@ def test_broken_own_builders_package_is_a_user_error(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the real VTAB builders (no download)
 
 
-def test_kitti_pin_cannot_be_generated_by_current_tfds(tmp_path):
-    kitti = tasks.get_task("kitti_dist")
-    builder = prepare.open_builder(kitti, tmp_path)
+def test_old_pin_that_current_tfds_cannot_generate(tmp_path):
+    """kitti 3.1.0 (the reference's pin) is readable but not generatable by TFDS 4.9."""
+    old_kitti = dataclasses.replace(tasks.get_task("kitti_dist"), tfds_name="kitti:3.1.0")
+    builder = prepare.open_builder(old_kitti, tmp_path)
     assert prepare.generation_problem(builder) is not None
+    assert prepare.generation_problem(prepare.open_builder(tasks.get_task("kitti_dist"), tmp_path)) is None
     assert prepare.generation_problem(prepare.open_builder(tasks.get_task("clevr_count"), tmp_path)) is None
     # A newer version found in the data dir is pointed out, but not read.
     newer = tmp_path / "kitti" / "3.3.0"
     newer.mkdir(parents=True)
     (newer / "dataset_info.json").write_text("{}")
-    status = prepare.dataset_status(kitti, tmp_path)
+    status = prepare.dataset_status(old_kitti, tmp_path)
     assert status["other_versions"] == ["3.3.0"] and not status["prepared"]
     assert "only generates" in status["fix"] and "found 3.3.0" in status["fix"]
-    summary = prepare.prepare_datasets([kitti], tmp_path, log=lambda line: None)
+    summary = prepare.prepare_datasets([old_kitti], tmp_path, log=lambda line: None)
     assert summary.outcomes["kitti:3.1.0"][0] == prepare.UNAVAILABLE
 
 

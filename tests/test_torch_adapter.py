@@ -132,7 +132,8 @@ def _vit_to_timm(flat, depth, class_token):
         # (D, heads, D/heads) kernels -> one fused (3D, D) torch weight; heads stay in the same order.
         sd[t + "attn.qkv.weight"] = np.concatenate(
             [flat[f"{mha}{n}/kernel"].reshape(width, -1).T for n in ("query", "key", "value")])
-        sd[t + "attn.qkv.bias"] = np.concatenate([flat[f"{mha}{n}/bias"].reshape(-1) for n in ("query", "key", "value")])
+        sd[t + "attn.qkv.bias"] = np.concatenate(
+            [flat[f"{mha}{n}/bias"].reshape(-1) for n in ("query", "key", "value")])
         sd[t + "attn.proj.weight"] = flat[mha + "out/kernel"].reshape(-1, width).T
         sd[t + "attn.proj.bias"] = flat[mha + "out/bias"]
         for r in range(2):

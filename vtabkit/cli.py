@@ -87,11 +87,7 @@ def _list(args: argparse.Namespace) -> None:
         from vtabkit import protocols
 
         for name in protocols.PROTOCOLS:
-            try:
-                module = protocols.get_protocol(name)
-            except ImportError:
-                continue  # a protocol whose module is not installed in this build
-            print(f"{name:10s} {module.DESCRIPTION}")
+            print(f"{name:10s} {protocols.get_protocol(name).DESCRIPTION}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:

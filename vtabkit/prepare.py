@@ -229,6 +229,11 @@ def _fix(task: Task, builder, data_dir: str | Path | None) -> str:
     return f"run {prepare}"
 
 
+def missing_fix(task: Task, data_dir: str | Path | None) -> str:
+    """One line: what to do so that ``task``'s dataset becomes readable."""
+    return _fix(task, open_builder(task, data_dir), data_dir)
+
+
 def dataset_status(task: Task, data_dir: str | Path | None) -> dict[str, Any]:
     """What is known about ``task``'s dataset in ``data_dir``; never raises for user mistakes.
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vtabkit import __version__, data, features, protocols, results, tasks
+from vtabkit import __version__, data, features, prepare, protocols, results, tasks
 from vtabkit.errors import UserError
 from vtabkit.models.registry import Model, create_model, is_model_file, model_factory
 from vtabkit.paths import cache_dir as default_cache_dir
@@ -62,7 +62,7 @@ def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], str, tuple[str, .
 
 def check_data(chosen: list[tasks.Task], config: RunConfig, log: Callable[[str], None]) -> list[tasks.Task]:
     """Stop before loading the model when data is missing (or drop those tasks with --skip-missing)."""
-    missing = {task.id: problem for task in chosen if (problem := data.missing_reason(task, config.data_dir))}
+    missing = {task.id: fix for task, fix in prepare.missing_datasets(chosen, config.data_dir)}
     if missing and not config.skip_missing:
         lines = "\n".join(f"  {task_id}: {problem}" for task_id, problem in missing.items())
         raise UserError(f"data missing for {len(missing)} task(s):\n{lines}\n"
@@ -90,8 +90,15 @@ def _base_record(model: Model, task: tasks.Task, regime: str, split_strings: dic
             "model_metadata": model.metadata, "preprocessing": model.preprocessing(),
             "task": task.id, "family": task.family, "task_hash": task.hash,
             "dataset": task.tfds_name, "dataset_version": data.prepared_version(task, data_dir),
-            "regime": regime, "splits": split_strings, "split_ids": data.split_ids(task, split_strings, data_dir),
+            "regime": regime, "splits": split_strings, "split_ids": _split_ids(task, regime, data_dir),
             "vtabkit_version": __version__, "environment": environment}
+
+
+def _split_ids(task: tasks.Task, regime: str, data_dir: str | None) -> dict[str, str]:
+    """Hashes of the example ids a probe may learn from (train and val), for cross-lab checks."""
+    train, val, _ = tasks.REGIMES[regime]
+    return {role: prepare.split_ids_hash(task, name, data_dir)
+            for role, name in (("train", train), ("val", val)) if name in task.splits}
 
 
 def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:

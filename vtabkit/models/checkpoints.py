@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -89,6 +90,7 @@ def fetch(source: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    print(f"vtabkit: downloading {url} to {target}", file=sys.stderr)  # can take minutes: say why
     try:
         with os.fdopen(handle, "wb") as stream, urllib.request.urlopen(url, timeout=60) as response:
             while chunk := response.read(1 << 22):

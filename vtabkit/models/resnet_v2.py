@@ -64,6 +64,17 @@ class StdConv(nn.Module):
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+class RootBlock(nn.Module):
+    """7x7/2 standardised conv, then 3x3/2 max-pool over a zero-padded input."""
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = StdConv(self.width, 7, 2, name="conv_root")(x)
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+
+
 class ResidualUnit(nn.Module):
     """Pre-activation bottleneck; the stride sits on the 3x3 conv; projection on the activation."""
     nmid: int
@@ -120,17 +131,6 @@ class ResNetV2(nn.Module):
             logits = out["logits"] = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                                               name="head")(x)
         return logits, out
-
-
-class RootBlock(nn.Module):
-    """7x7/2 standardised conv, then 3x3/2 max-pool over a zero-padded input."""
-    width: int
-
-    @nn.compact
-    def __call__(self, x):
-        x = StdConv(self.width, 7, 2, name="conv_root")(x)
-        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
 def resnet_v2(depth: int = 50, width: int = 1, **kwargs: Any) -> ResNetV2:

@@ -15,21 +15,31 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vtabkit.models import checkpoints
-from vtabkit.models.mixer import mixer
 from vtabkit.models.registry import Model, register_model
-from vtabkit.models.resnet_v2 import resnet_v2
-from vtabkit.models.vit import ViT, vit
 
 VALUE_RANGE = (-1.0, 1.0)
 
 
-def flax_model(module: nn.Module, params: Any, *, name: str, resolution: int,
+# Module builders import Flax only when a model is built: listing models should not pay for it.
+def vit(variant: str | None = None, **kwargs: Any) -> Any:
+    from vtabkit.models.vit import ViT, vit as build
+    return build(variant, **kwargs) if variant else ViT(**kwargs)
+
+
+def mixer(variant: str, **kwargs: Any) -> Any:
+    from vtabkit.models.mixer import mixer as build
+    return build(variant, **kwargs)
+
+
+def resnet_v2(depth: int, width: int, **kwargs: Any) -> Any:
+    from vtabkit.models.resnet_v2 import resnet_v2 as build
+    return build(depth, width, **kwargs)
+
+
+def flax_model(module: Any, params: Any, *, name: str, resolution: int,
                value_range: tuple[float, float] = VALUE_RANGE, metadata: dict[str, Any] | None = None) -> Model:
     """Wrap a module whose ``__call__`` returns ``(logits, {"pre_logits": ...})`` as a `Model`."""
     def apply(params, images):
@@ -65,9 +75,11 @@ def random_params(shapes: Any, seed: int) -> dict[str, Any]:
     return checkpoints.unflatten(params)
 
 
-def init_or_load(module: nn.Module, resolution: int, *, seed: int = 0,
-                 checkpoint: str | None = None) -> Any:
-    """Random params (seeded) for ``module`` at ``resolution``, or those of ``checkpoint``."""
+def init_or_load(module: Any, resolution: int, *, seed: int = 0, checkpoint: str | None = None) -> Any:
+    """Random params (seeded) for Flax ``module`` at ``resolution``, or those of ``checkpoint``."""
+    import jax
+    import jax.numpy as jnp
+
     dummy = jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32)
     # Shapes are all either path needs; eval_shape runs no computation.
     shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), dummy)["params"]
@@ -79,8 +91,8 @@ def init_or_load(module: nn.Module, resolution: int, *, seed: int = 0,
 # ----------------------------------------------------------------------------- random-init built-ins
 
 # name -> (module builder, native resolution, architecture description)
-BUILTINS: dict[str, tuple[Callable[[], nn.Module], int, str]] = {
-    "vit_tiny": (lambda: ViT(patch_size=(8, 8), width=64, depth=2, mlp_dim=256, num_heads=2, pool_type="gap"),
+BUILTINS: dict[str, tuple[Callable[[], Any], int, str]] = {
+    "vit_tiny": (lambda: vit(patch_size=(8, 8), width=64, depth=2, mlp_dim=256, num_heads=2, pool_type="gap"),
                  32, "ViT-tiny/8 (width 64, depth 2, heads 2, gap)"),
     "vit_ti16": (lambda: vit("Ti/16"), 224, "ViT-Ti/16"),
     "vit_s16": (lambda: vit("S/16"), 224, "ViT-S/16"),

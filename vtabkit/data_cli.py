@@ -1,0 +1,57 @@
+"""`vtabkit data status|prepare`: which datasets a suite needs, and getting them."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from vtabkit import prepare, tasks
+from vtabkit.errors import UserError
+
+
+def chosen_tasks(args: argparse.Namespace) -> list[tasks.Task]:
+    """The tasks named by --suite and/or --tasks (all known tasks when neither is given)."""
+    if args.suite:
+        ids = list(tasks.get_suite(args.suite, args.tasks_dirs).tasks)
+        if args.tasks:
+            outside = [t for t in args.tasks if t not in ids]
+            if outside:
+                raise UserError(f"tasks {', '.join(outside)} are not in suite {args.suite!r}")
+            ids = list(args.tasks)
+    else:
+        ids = list(args.tasks or tasks.list_tasks(args.tasks_dirs))
+    return [tasks.get_task(task_id, args.tasks_dirs) for task_id in ids]
+
+
+def status_table(chosen: list[tasks.Task], data_dir: str | None, with_ids: bool) -> pd.DataFrame:
+    rows = []
+    for task in chosen:
+        status = prepare.dataset_status(task, data_dir)
+        row = {"task": task.id, "dataset": task.tfds_name,
+               "state": "prepared" if status["prepared"] else
+                        "generated on use" if status["own_builder"] and not status["problem"] else "missing",
+               "splits": " ".join(f"{name}={count}" for name, count in status["task_splits"].items()
+                                  if count is not None) or "-",
+               "fix": status["fix"] if not status["prepared"] and not status["own_builder"] else ""}
+        if with_ids and (status["prepared"] or status["own_builder"]):
+            for name in ("train800", "val200", "train800val200"):
+                if name in task.splits:
+                    row[f"ids {name}"] = prepare.split_ids_hash(task, name, data_dir)
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def main(args: argparse.Namespace) -> None:
+    chosen = chosen_tasks(args)
+    if args.action == "status":
+        table = status_table(chosen, args.data_dir, args.ids)
+        print(table.to_markdown(index=False))
+        missing = int((table["state"] == "missing").sum())
+        print(f"\n{len(table) - missing} of {len(table)} task(s) have their data"
+              + (f"; {missing} missing (see the fix column)" if missing else ""))
+        return
+    summary = prepare.prepare_datasets(chosen, args.data_dir)
+    if not summary.ok:
+        raise UserError(f"{len(summary.outcomes) - sum(summary.count(s) for s in (prepare.READY, prepare.PREPARED))} "
+                        "dataset(s) not ready; follow the steps above, then run the command again")
