@@ -30,8 +30,11 @@ SHOTS = (1, 5, 10, 25)
 SEEDS = (0, 1, 2)
 
 
+Split = tuple[np.ndarray, np.ndarray]
+
+
 def synthetic_features(classes: int, dim: int, per_class: int, test: int,
-                       seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+                       seed: int = 0) -> tuple[Split, Split]:
     """Gaussian classes behind a random mixing with a decaying spectrum (pre-logits-like)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)) * 0.25
@@ -53,12 +56,14 @@ def design(train_x: np.ndarray, query_x: np.ndarray) -> tuple[np.ndarray, np.nda
     return add_bias(train_x), add_bias(query_x)
 
 
-def run_vtabkit(few_x, few_y, test_x, test_y, classes, l2s) -> np.ndarray:
+def run_vtabkit(few_x: np.ndarray, few_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                classes: int, l2s: tuple[float, ...]) -> np.ndarray:
     ridge = fewshot.fit_ridge(few_x, few_y, classes)
     return fewshot.ridge_top1(ridge, (test_x, test_y), l2s)
 
 
-def run_numpy(few_x, few_y, test_x, test_y, classes, l2s) -> np.ndarray:
+def run_numpy(few_x: np.ndarray, few_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+              classes: int, l2s: tuple[float, ...]) -> np.ndarray:
     x, query = design(few_x, test_x)
     targets = 2.0 * np.eye(classes)[few_y] - 1.0
     gram, moment = x.T @ x, x.T @ targets
@@ -67,7 +72,8 @@ def run_numpy(few_x, few_y, test_x, test_y, classes, l2s) -> np.ndarray:
                                        axis=1) == test_y) for l2 in l2s])
 
 
-def run_sklearn(few_x, few_y, test_x, test_y, classes, l2s) -> np.ndarray:
+def run_sklearn(few_x: np.ndarray, few_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                classes: int, l2s: tuple[float, ...]) -> np.ndarray:
     from sklearn.linear_model import RidgeClassifier
 
     x, query = design(few_x, test_x)

@@ -23,7 +23,8 @@ KS = (10, 20, 100, 200)
 TEMPERATURE = 0.07
 
 
-def synthetic_features(classes: int, dim: int, train: int, test: int, seed: int = 0):
+def synthetic_features(classes: int, dim: int, train: int, test: int, seed: int = 0
+                       ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Gaussian classes behind a random mixing with a decaying spectrum (pre-logits-like)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)) * 0.4
@@ -42,7 +43,7 @@ def dino_weights(distances: np.ndarray) -> np.ndarray:
     return np.exp((1.0 - distances) / TEMPERATURE)
 
 
-def run_sklearn(train, test_x) -> dict[int, np.ndarray]:
+def run_sklearn(train: tuple[np.ndarray, np.ndarray], test_x: np.ndarray) -> dict[int, np.ndarray]:
     from sklearn.neighbors import KNeighborsClassifier
 
     predictions = {}

@@ -263,6 +263,13 @@ def test_bad_input_is_a_user_error(train, message):
         fewshot.evaluate_features(train, None, test, 10, {"shots": 1, "seed": 0})
 
 
+@pytest.mark.parametrize("num_classes", [0, 2.5, True])
+def test_bad_num_classes_is_a_user_error(num_classes):
+    split = (np.zeros((4, 3)), np.zeros(4, int))
+    with pytest.raises(UserError, match="num_classes"):
+        fewshot.evaluate_features(split, None, split, num_classes, {"shots": 1, "seed": 0})
+
+
 def test_mismatched_feature_widths_are_a_user_error():
     train = (np.zeros((10, 3)), np.zeros(10, int))
     with pytest.raises(UserError, match="dims"):

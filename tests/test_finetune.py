@@ -94,7 +94,7 @@ def test_interrupted_training_resumes_exactly(digits_images, tmp_path, monkeypat
 
 def test_non_flax_model_is_a_clear_error(data_dir):
     model = Model(apply=lambda p, x: x.mean(axis=(1, 2)), resolution=8, name="plain")
-    with pytest.raises(UserError, match="model 'plain' cannot be fine-tuned"):
+    with pytest.raises(UserError, match="fine-tuning needs a Flax model, but plain is not a Flax model"):
         finetune.evaluate_model(model, tasks.get_task("lite_digits"), "1k", config=SMALL, data_dir=data_dir)
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import inspect
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -125,11 +126,21 @@ def is_model_file(name: str) -> bool:
     return name.endswith(".py") or ".py:" in name
 
 
+def _is_torch_spec(name: str) -> bool:
+    from vtabkit.models.torch_adapter import is_torch_spec  # no torch import: a prefix check
+
+    return is_torch_spec(name)
+
+
 def create_model(name: str, **kwargs: Any) -> Model:
     """Build the model registered as ``name`` (or ``path/to/file.py:factory``)."""
     source_hash = ""
     if is_model_file(name):
         factory, source_hash = _factory_from_file(name if ":" in name else name + ":model")
+    elif _is_torch_spec(name):
+        from vtabkit.models.torch_adapter import create_torch_model
+
+        factory = partial(create_torch_model, name)
     else:
         factory = model_factory(name)
     try:

@@ -81,7 +81,7 @@ def init_or_load(module: Any, resolution: int, *, seed: int = 0, checkpoint: str
     import jax.numpy as jnp
 
     dummy = jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32)
-    # Shapes are all either path needs; eval_shape runs no computation.
+    # Both paths need only the parameter shapes; eval_shape computes nothing.
     shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), dummy)["params"]
     if checkpoint is None:
         return random_params(shapes, seed)
@@ -123,6 +123,7 @@ for _name in BUILTINS:
 
 def _gs(path: str) -> str:
     return "https://storage.googleapis.com/" + path
+
 
 # name -> module builder, URL, native resolution, description. Upstream (pre-training) checkpoints,
 # as VTAB evaluates them; the classifier heads they carry are dropped on load.

@@ -68,7 +68,8 @@ def check_split(name: str, split: Any, num_classes: int) -> Split:
     ``[0, num_classes)`` with one label per row of ``x``.
     """
     if not (isinstance(split, (tuple, list)) and len(split) == 2):
-        raise UserError(f"{name} split must be an (x, y) pair of arrays; got {type(split).__name__}")
+        raise UserError(f"{name} split must be an (x, y) pair of arrays; "
+                        f"got {type(split).__name__}")
     x, y = np.asarray(split[0]), np.asarray(split[1])
     if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
         raise UserError(f"{name} features must be a 2-D float array (examples x dims); "

@@ -28,6 +28,7 @@ from vtabkit import data
 from vtabkit.errors import UserError
 from vtabkit.features import normalise
 from vtabkit.models.registry import Model
+from vtabkit.models.torch_adapter import require_flax
 from vtabkit.protocols import merge_config
 from vtabkit.tasks import Task
 
@@ -56,13 +57,6 @@ def schedule(lr: float, steps: int, config: dict[str, Any]) -> optax.Schedule:
     boundaries = {int(round(share * steps)) - warmup: config["decay_factor"] for share in config["decay_at"]}
     return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)),
                                  optax.piecewise_constant_schedule(lr, boundaries)], [max(warmup, 1)])
-
-
-def _check_model(model: Model) -> None:
-    if model.module is None or not model.jittable:
-        raise UserError(f"model {model.name!r} cannot be fine-tuned: fine-tuning needs a Flax model "
-                        "(Model.module); PyTorch and plain-function models support frozen-feature "
-                        "protocols only (linear, fewshot, knn)")
 
 
 def load_images(task: Task, split: str, model: Model, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +182,7 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
     it is removed when the call completes.
     """
     config = merge_config("finetune", config)
-    _check_model(model)
+    require_flax(model)
     if config["sweep"] not in config["sweeps"]:
         raise UserError(f"finetune: unknown sweep {config['sweep']!r}; choose from {', '.join(config['sweeps'])}")
     sweep = config["sweeps"][config["sweep"]]

@@ -46,7 +46,8 @@ def _check_config(config: dict[str, Any]) -> None:
     ks = config["ks"]
     if not isinstance(ks, (list, tuple)) or not ks or any(
             isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-        raise UserError(f"knn setting 'ks' must be a non-empty list of positive integers; got {ks!r}")
+        raise UserError(f"knn setting 'ks' must be a non-empty list of positive integers; "
+                        f"got {ks!r}")
     for key in ("k", "chunk_size"):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
