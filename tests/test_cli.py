@@ -162,3 +162,14 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path, data_dir):
     assert len(results.done_cells(final)) == len(final) == 4
     assert final[:len(kept)] == kept  # what was written before the kill is untouched
     assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_model_args_reach_the_factory(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    base = ["run", "--model", "pixels", "--suite", "lite", "--tasks", "lite_digits", "--out", str(out),
+            "--data-dir", data_dir, "--quiet"]
+    assert _run(base + ["--model-arg", "resolution=8"], capsys)[0] == 0
+    [record] = results.read_records(out / "results.jsonl")
+    assert record["preprocessing"]["resolution"] == 8
+    code, _, err = _run(base + ["--model-arg", "colour=red"], capsys)
+    assert code == 2 and "could not be built" in err and "resolution" in err

@@ -12,6 +12,7 @@ RUN_EXAMPLE = """example:
   vtabkit run --model pixels --suite lite --out runs/lite
   vtabkit run --model vit_tiny --suite lite --protocol finetune --set finetune.sweep=quick
   vtabkit run --model path/to/my_model.py:factory --suite vtab1k --tasks cifar100,dtd --data-dir ~/tfds
+  vtabkit run --model augreg_vit_b16 --model-arg checkpoint=/path/to/B_16.npz --suite vtab1k
 """
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
 REPORT_EXAMPLE = "example:\n  vtabkit report runs/lite --format md\n"
@@ -29,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="evaluate a model on a suite", epilog=RUN_EXAMPLE, formatter_class=formatter)
     run.add_argument("--model", required=True, help="registered name, or path/to/file.py:factory")
+    run.add_argument("--model-arg", action="append", dest="model_args", default=[], metavar="KEY=VALUE",
+                     help="argument for the model factory, e.g. --model-arg checkpoint=/path/to/vit.npz")
     run.add_argument("--suite", help="suite name (see `vtabkit list suites`)")
     run.add_argument("--tasks", type=_comma_list, help="comma-separated task ids (a subset of the suite)")
     run.add_argument("--protocol", type=_comma_list, dest="protocols",
@@ -107,6 +110,22 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
     return overrides
 
 
+def parse_model_args(items: list[str]) -> dict[str, object]:
+    """``["checkpoint=/x.npz", "seed=1"]`` → ``{"checkpoint": "/x.npz", "seed": 1}`` (YAML values)."""
+    import yaml
+
+    parsed: dict[str, object] = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not (equals and key):
+            raise UserError(f"--model-arg {item!r} must look like KEY=VALUE, e.g. checkpoint=/path/to/vit.npz")
+        try:
+            parsed[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(f"--model-arg {item!r}: the value is not valid YAML") from None
+    return parsed
+
+
 def _run(args: argparse.Namespace) -> None:
     from vtabkit.runner import RunConfig, run
 
@@ -114,7 +133,8 @@ def _run(args: argparse.Namespace) -> None:
                        out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir,
                        use_cache=not args.no_cache, tasks_dirs=args.tasks_dirs, regime=args.regime,
                        batch_size=args.batch_size, skip_missing=args.skip_missing, progress=not args.quiet,
-                       protocol_config=parse_overrides(args.overrides))
+                       protocol_config=parse_overrides(args.overrides),
+                       model_args=parse_model_args(args.model_args))
     if args.batch_size < 1:
         raise UserError("--batch-size must be a positive number of images")
     written = run(config)

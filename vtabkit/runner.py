@@ -39,6 +39,7 @@ class RunConfig:
     skip_missing: bool = False
     progress: bool = True
     protocol_config: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], str, tuple[str, ...]]:
@@ -116,7 +117,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
         model_factory(config.model)  # an unknown name fails here, before any data is read
     chosen = check_data(chosen, config, log)
 
-    model = create_model(config.model)
+    model = create_model(config.model, **config.model_args)
     results_path = Path(config.out) / results.RESULTS_FILE
     done = results.done_cells(results.read_records(results_path))
     cache = None if not config.use_cache else Path(config.cache_dir or default_cache_dir() / "features")
