@@ -173,3 +173,23 @@ def test_model_args_reach_the_factory(tmp_path, data_dir, capsys):
     assert record["preprocessing"]["resolution"] == 8
     code, _, err = _run(base + ["--model-arg", "colour=red"], capsys)
     assert code == 2 and "could not be built" in err and "resolution" in err
+
+
+@pytest.mark.parametrize("body, message", [
+    ("raise RuntimeError('no weights here')", "could not be built: RuntimeError: no weights here"),
+    ("return vtabkit.Model(apply=lambda p, x: x, resolution='abc')", "resolution 'abc'"),
+    ("return vtabkit.Model(apply=lambda p, x: x @ x, resolution=8)", "failed on a batch of"),
+])
+def test_broken_user_models_are_one_line(tmp_path, data_dir, capsys, body, message):
+    (tmp_path / "m.py").write_text(f"import vtabkit\n\ndef factory():\n    {body}\n")
+    code, _, err = _run(["run", "--model", f"{tmp_path / 'm.py'}:factory", "--suite", "lite", "--tasks",
+                         "lite_digits", "--out", str(tmp_path / "run"), "--data-dir", data_dir, "--quiet"], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_each_task_and_protocol_runs_once(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    code, _, _ = _run(["run", "--model", "pixels", "--suite", "lite", "--tasks", "lite_digits,lite_digits",
+                       "--protocol", "linear,linear", "--out", str(out), "--data-dir", data_dir, "--quiet",
+                       "--model-arg", "resolution=8"], capsys)
+    assert code == 0 and len(results.read_records(out / "results.jsonl")) == 1

@@ -101,7 +101,7 @@ def test_non_flax_model_is_a_clear_error(data_dir):
 def test_bad_batch_settings_are_clear_errors():
     with pytest.raises(UserError, match="multiple of micro_batch_size"):
         finetune.Trainer(tiny_vit(), 10, merge_config("finetune", dict(SMALL, micro_batch_size=12)))
-    with pytest.raises(UserError, match="unknown sweep 'huge'"):
+    with pytest.raises(UserError, match="setting 'sweep' is 'huge'; expected one of quick"):
         finetune.evaluate_model(tiny_vit(), tasks.get_task("lite_digits"), "1k", config=dict(SMALL, sweep="huge"))
 
 

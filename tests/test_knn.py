@@ -127,13 +127,19 @@ def test_bad_settings_are_user_errors(config, message):
 
 
 @pytest.mark.parametrize("test,message", [
-    ((np.zeros((4, 5), np.float32), np.zeros(4, int)), "dims"),
-    ((np.zeros((4, 3), np.float32), np.zeros(3, int)), "must match"),
+    ((np.zeros((4, 5), np.float32), np.zeros(4, int)), "dim"),
+    ((np.zeros((4, 3), np.float32), np.zeros(3, int)), "one label per example"),
     ((np.zeros((4, 3), np.float32), np.array([0, 1, 2, 10])), r"\[0, 10\)"),
-    ((np.zeros((4, 3), np.float32), np.zeros(4, np.float32)), "1-D integer"),
+    ((np.zeros((4, 3), np.float32), np.zeros(4, np.float32)), "integers"),
     ((np.full((4, 3), np.inf, np.float32), np.zeros(4, int)), "NaN or inf"),
 ])
 def test_bad_input_is_a_user_error(test, message):
     train = (np.ones((20, 3), np.float32), np.arange(20) % 10)
     with pytest.raises(UserError, match=message):
         knn.evaluate_features(train, None, test, NUM_CLASSES)
+
+
+def test_bad_num_classes_is_a_user_error():
+    split = (np.ones((4, 3), np.float32), np.zeros(4, int))
+    with pytest.raises(UserError, match="num_classes"):
+        knn.evaluate_features(split, None, split, 0)

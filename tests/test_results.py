@@ -45,3 +45,32 @@ def test_cell_key_separates_seeds_and_ignores_metrics():
     assert results.cell_key(first) != results.cell_key(second)
     assert results.cell_key(first) == results.cell_key(dict(first, metrics={"top1": 0.9}))
     assert results.done_cells([first, second]) == {results.cell_key(first), results.cell_key(second)}
+
+
+def test_long_torn_tail_cuts_only_the_torn_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    for task in "abc":
+        results.append_record(path, _record(task))
+    with open(path, "a") as stream:
+        stream.write('{"task": "' + "x" * (3 << 20))  # a torn line longer than one read block
+    results.append_record(path, _record("d"))
+    assert [r["task"] for r in results.read_records(path)] == ["a", "b", "c", "d"]
+
+
+def test_complete_last_line_without_newline_is_kept(tmp_path):
+    path = tmp_path / "results.jsonl"
+    results.append_record(path, _record("a"))
+    with open(path, "a") as stream:
+        stream.write(json.dumps(_record("b")))  # written whole, newline lost
+    results.append_record(path, _record("c"))
+    assert [r["task"] for r in results.read_records(path)] == ["a", "b", "c"]
+
+
+def test_non_finite_numbers_are_stored_as_null(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "results.jsonl"
+    results.append_record(path, dict(_record("a"), details={"losses": [float("nan"), 1.0], "x": np.float32(2.5),
+                                                           "grid": np.array([1.0, np.inf])}))
+    [stored] = results.read_records(path)
+    assert stored["details"] == {"losses": [None, 1.0], "x": 2.5, "grid": [1.0, None]}

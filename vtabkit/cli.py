@@ -93,6 +93,16 @@ def _list(args: argparse.Namespace) -> None:
             print(f"{name:10s} {protocols.get_protocol(name).DESCRIPTION}")
 
 
+def _number_if_numeric(value: object) -> object:
+    """YAML 1.1 reads ``1e-3`` as a string; a user typing it means the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
     """``["finetune.sweep=quick", "fewshot.shots=[10]"]`` → ``{"finetune": {"sweep": "quick"}, ...}``."""
     import yaml
@@ -104,7 +114,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
         if not (equals and dot and protocol and key):
             raise UserError(f"--set {item!r} must look like PROTOCOL.KEY=VALUE, e.g. finetune.sweep=quick")
         try:
-            overrides.setdefault(protocol, {})[key] = yaml.safe_load(text)
+            overrides.setdefault(protocol, {})[key] = _number_if_numeric(yaml.safe_load(text))
         except yaml.YAMLError:
             raise UserError(f"--set {item!r}: the value is not valid YAML") from None
     return overrides

@@ -25,8 +25,10 @@ FORMAT_VERSION = 1  # bump when the stored layout or the extraction semantics ch
 
 def cache_key(model: Model, task: Task, split: str) -> str:
     """Changes whenever the model weights, the task definition, the split or the input change."""
-    facts = {"model": model.fingerprint, "task": task.hash, "dataset": task.tfds_name,
-             "split": split, "preprocessing": model.preprocessing(), "format": FORMAT_VERSION}
+    from vtabkit import __version__
+
+    facts = {"model": model.fingerprint, "task": task.hash, "dataset": task.tfds_name, "split": split,
+             "preprocessing": model.preprocessing(), "format": FORMAT_VERSION, "vtabkit": __version__}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -82,7 +84,12 @@ def compute_features(model: Model, task: Task, split: str, *, data_dir: str | No
     with tqdm(total=total, desc=f"{task.id} {split}", unit="img", disable=not progress, leave=False) as bar:
         for images, batch_labels, mask in data.batches(task, split, resolution=model.resolution,
                                                        batch_size=batch_size, data_dir=data_dir):
-            features = _check_output(model, run(images), batch_size)
+            try:
+                outputs = run(images)
+            except Exception as error:  # the model's own code failed on a real batch
+                raise UserError(f"model {model.name!r} failed on a batch of {batch_size} images of shape "
+                                f"{images.shape[1:]}: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+            features = _check_output(model, outputs, batch_size)
             chunks.append(features[mask].astype(np.float32))
             labels.append(batch_labels[mask].astype(np.int64))
             bar.update(int(mask.sum()))
@@ -103,8 +110,11 @@ def load_or_compute(model: Model, task: Task, split: str, *, data_dir: str | Non
         return compute_features(model, task, split, data_dir=data_dir, batch_size=batch_size, progress=progress)
     path = Path(cache_dir) / f"{task.id}-{cache_key(model, task, split)}.npz"
     if path.exists():
-        with np.load(path) as stored:
-            return stored["features"], stored["labels"]
+        try:
+            with np.load(path) as stored:
+                return stored["features"], stored["labels"]
+        except (OSError, ValueError, KeyError, EOFError):  # damaged entry: compute it again
+            path.unlink(missing_ok=True)
     features, labels = compute_features(model, task, split, data_dir=data_dir,
                                         batch_size=batch_size, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,5 +122,7 @@ def load_or_compute(model: Model, task: Task, split: str, *, data_dir: str | Non
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "wb") as stream:
         np.savez(stream, features=features, labels=labels)
+        stream.flush()
+        os.fsync(stream.fileno())
     os.replace(temporary, path)
     return features, labels

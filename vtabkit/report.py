@@ -27,12 +27,26 @@ def load_frame(run_dir: Path) -> pd.DataFrame:
         raise UserError(f"{path} holds no results yet; run `vtabkit run ... --out {run_dir}` first")
     frame = pd.DataFrame([{"model": r["model"], "task": r["task"], "family": r["family"],
                            "protocol": r["protocol"], "setting": r["setting"], "seed": r["seed"],
-                           "config": r.get("config_hash", ""), "top1": 100.0 * r["metrics"]["top1"]}
-                          for r in records])
-    # Runs of one setting with different settings files (--set) must not be averaged together:
-    # name such settings with their config hash.
-    configs = frame.groupby(["model", "protocol", "setting"])["config"].transform("nunique")
-    frame.loc[configs > 1, "setting"] = frame["setting"] + " [" + frame["config"].str[:6] + "]"
+                           "fingerprint": r.get("model_fingerprint", ""), "regime": r.get("regime", ""),
+                           "config": r.get("config_hash", ""), "task_hash": r.get("task_hash", ""),
+                           "top1": 100.0 * r["metrics"]["top1"]} for r in records])
+    return _disambiguate(frame)
+
+
+def _disambiguate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep apart what must not be averaged: other weights, regimes, settings or task definitions.
+
+    A column is ``model / protocol / setting``; when one such column holds records of several
+    model fingerprints, regimes or settings files, each gets a tag (``[fp 1a2b3c]``, ``[full]``,
+    ``[cfg 9f8e7d]``). A task whose definition changed between records is tagged likewise.
+    """
+    column_keys = ["model", "protocol", "setting"]
+    for field, tag in (("fingerprint", "fp {}"), ("regime", "{}"), ("config", "cfg {}")):
+        ambiguous = frame.groupby(column_keys)[field].transform("nunique") > 1
+        labels = frame[field].astype(str).str[:6].map(lambda value: " [" + tag.format(value) + "]")
+        frame.loc[ambiguous, "setting"] = frame["setting"] + labels
+    changed = frame.groupby(column_keys + ["task"])["task_hash"].transform("nunique") > 1
+    frame.loc[changed, "task"] = frame["task"] + " [task " + frame["task_hash"].str[:6] + "]"
     return frame
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -32,20 +33,42 @@ def cell_key(record: dict[str, Any]) -> tuple:
 
 
 def _cut_torn_tail(path: Path) -> None:
+    """Make the file end on a complete line: keep a last line that parses, cut a torn one."""
     with open(path, "rb+") as stream:
-        stream.seek(0, os.SEEK_END)
-        size = stream.tell()
+        size = stream.seek(0, os.SEEK_END)
         if size == 0:
             return
         stream.seek(size - 1)
         if stream.read(1) == b"\n":
             return
-        # Find the last complete line and truncate after it.
-        block = min(size, 1 << 20)
-        stream.seek(size - block)
-        tail = stream.read(block)
-        keep = size - block + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
-        stream.truncate(keep)
+        start = size  # find the start of the last line, reading backwards in blocks
+        while start > 0:
+            block = min(start, 1 << 20)
+            stream.seek(start - block)
+            newline = stream.read(block).rfind(b"\n")
+            if newline >= 0:
+                start = start - block + newline + 1
+                break
+            start -= block
+        stream.seek(start)
+        try:
+            json.loads(stream.read())
+        except ValueError:
+            stream.truncate(start)  # torn by a crash
+        else:
+            stream.seek(0, os.SEEK_END)
+            stream.write(b"\n")  # complete, only its newline is missing
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf (e.g. a diverged loss) become None: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
@@ -54,13 +77,20 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         _cut_torn_tail(path)
-    line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
+    line = (json.dumps(_finite(record), sort_keys=True, allow_nan=False, default=_plain) + "\n").encode()
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(descriptor, line)
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays in records become plain numbers and lists."""
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())
+    raise TypeError(f"cannot store {type(value).__name__} in a result record")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ import numpy as np
 from vtabkit import __version__, data, features, prepare, protocols, results, tasks
 from vtabkit.errors import UserError
 from vtabkit.models.registry import Model, create_model, is_model_file, model_factory
-from vtabkit.models.torch_adapter import is_torch_spec
+from vtabkit.models.torch_adapter import is_torch_spec, require_flax
 from vtabkit.paths import cache_dir as default_cache_dir
 
 
@@ -58,7 +59,9 @@ def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], str, tuple[str, .
     regime = config.regime or (suite.regime if suite else "1k")
     if regime not in tasks.REGIMES:
         raise UserError(f"unknown regime {regime!r}; use one of {', '.join(tasks.REGIMES)}")
-    chosen = [tasks.get_task(task_id, config.tasks_dirs) for task_id in ids]
+    chosen = [tasks.get_task(task_id, config.tasks_dirs) for task_id in dict.fromkeys(ids)]
+    for task in chosen:
+        task.regime_splits(regime)  # a task without this regime's splits fails before any work
     return chosen, regime, (suite.protocols if suite else ("linear",))
 
 
@@ -106,7 +109,7 @@ def _split_ids(task: tasks.Task, regime: str, data_dir: str | None) -> dict[str,
 def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every pending cell; returns the records written by this call."""
     chosen, regime, default_protocols = select_tasks(config)
-    names = list(config.protocols or default_protocols)
+    names = list(dict.fromkeys(config.protocols or default_protocols))  # each protocol once
     modules = {name: protocols.get_protocol(name) for name in names}
     unused = sorted(set(config.protocol_config) - set(names))
     if unused:
@@ -118,6 +121,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
     chosen = check_data(chosen, config, log)
 
     model = create_model(config.model, **config.model_args)
+    if any(not modules[name].USES_FEATURES for name in names):
+        require_flax(model)  # before any data is read
     results_path = Path(config.out) / results.RESULTS_FILE
     done = results.done_cells(results.read_records(results_path))
     cache = None if not config.use_cache else Path(config.cache_dir or default_cache_dir() / "features")
@@ -132,21 +137,30 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
         train_split, val_split, test_split = task.regime_splits(regime)
         split_strings = {"train": train_split, "val": val_split, "test": test_split}
         base = _base_record(model, task, regime, split_strings, environment, config.data_dir)
-        arrays, extract_seconds = _features(model, task, split_strings, config, cache)
+        arrays, extract_seconds = None, 0.0
+        if any(modules[name].USES_FEATURES for name, _ in pending):
+            arrays, extract_seconds = _features(model, task, split_strings, config, cache)
         for name, cell in pending:
+            key = _key(model, task, regime, name, cell)
             started = time.perf_counter()
+            work_dir = None
             if modules[name].USES_FEATURES:
                 outcome = modules[name].evaluate_features(arrays["train"], arrays["val"], arrays["test"],
                                                           task.num_classes, config=cell)
             else:
-                outcome = modules[name].evaluate_model(
-                    model, task, regime, config=cell, data_dir=config.data_dir,
-                    work_dir=Path(config.out) / "work" / f"{task.id}-{name}-{cell['setting']}-{cell['seed']}")
+                # Keyed by the whole cell, so another model or setting never resumes this one's state.
+                work_dir = Path(config.out) / "work" / f"{task.id}-{name}-{results.config_hash(list(key))}"
+                outcome = modules[name].evaluate_model(model, task, regime, config=cell,
+                                                       data_dir=config.data_dir, work_dir=work_dir)
             record = dict(base, protocol=name, setting=cell["setting"], seed=cell["seed"],
-                          protocol_config=cell, config_hash=results.config_hash(cell), metrics={"top1": outcome["top1"]}, details=outcome,
+                          protocol_config=cell, config_hash=results.config_hash(cell),
+                          metrics={"top1": outcome["top1"]}, details=outcome,
                           timings={"features_s": extract_seconds, "protocol_s": time.perf_counter() - started},
                           created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
             results.append_record(results_path, record)
+            done.add(key)
+            if work_dir is not None:  # only once the record is safe on disk
+                shutil.rmtree(work_dir, ignore_errors=True)
             written.append(record)
             log(f"{task.id:20s} {name:9s} {cell['setting']:10s} seed {cell['seed']}: "
                 f"top1 {100 * outcome['top1']:.1f}%")

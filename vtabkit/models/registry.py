@@ -150,12 +150,34 @@ def create_model(name: str, **kwargs: Any) -> Model:
     except TypeError as error:
         params = ", ".join(inspect.signature(factory).parameters)
         raise UserError(f"model {name!r} could not be built: {error} (factory arguments: {params})") from error
+    except Exception as error:  # the factory is the user's code: one line, not a traceback
+        raise UserError(f"model {name!r} could not be built: {type(error).__name__}: {error}") from error
     if not isinstance(model, Model):
         raise UserError(f"model factory {name!r} returned {type(model).__name__}, not a vtabkit.Model")
+    _check_input_spec(model, name)
     model.name = model.name or name
     if not model.fingerprint:
-        model.fingerprint = fingerprint(model, extra=source_hash)
+        # Factory arguments count too: they may change what apply computes, not only the weights.
+        arguments = repr(sorted((key, repr(value)) for key, value in kwargs.items()))
+        model.fingerprint = fingerprint(model, extra=source_hash + arguments)
     return model
+
+
+def _check_input_spec(model: Model, name: str) -> None:
+    """The declared input must be usable before any image is read."""
+    if isinstance(model.resolution, bool) or not isinstance(model.resolution, int) or model.resolution < 1:
+        raise UserError(f"model {name!r} declares resolution {model.resolution!r}; it must be a positive int")
+    try:
+        low, high = (float(v) for v in model.value_range)
+    except (TypeError, ValueError):
+        raise UserError(f"model {name!r} declares value_range {model.value_range!r}; "
+                        "it must be two numbers, e.g. (0.0, 1.0)") from None
+    for field in ("mean", "std"):
+        value = getattr(model, field)
+        if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
+            raise UserError(f"model {name!r} declares {field} {value!r}; it must be three numbers (R, G, B)")
+    if (model.mean is None) != (model.std is None) or (model.std is not None and min(model.std) <= 0):
+        raise UserError(f"model {name!r} must declare both mean and std (std > 0), or neither")
 
 
 def fingerprint(model: Model, extra: str = "") -> str:

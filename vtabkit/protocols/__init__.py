@@ -12,7 +12,9 @@ Each protocol is a module in this package with:
   protocols): ``train``/``val``/``test`` are ``(x, y)`` pairs of numpy arrays (``val`` may be
   None); returns at least ``top1`` (fraction in [0, 1]) and the selected hyper-parameters.
 
-Settings live in ``protocols/<name>.yaml`` (shipped as ``vtabkit._protocols``).
+A module may also define ``check_config(config)``, which `merge_config` calls to reject bad
+types and ranges with one clear line. Settings live in ``protocols/<name>.yaml`` (shipped as
+``vtabkit._protocols``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ def load_config(name: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"protocol {name!r} has no settings file {name}.yaml; "
                         "reinstall vtabkit") from None
-    config = yaml.safe_load(text) or {}
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML ({getattr(error, 'problem', error)}); fix or reinstall it") from None
     if not isinstance(config, dict):
         raise UserError(f"protocols/{name}.yaml must be a mapping of settings")
     return config
@@ -59,4 +64,7 @@ def merge_config(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
             raise UserError(f"protocol {name!r} has no setting {key!r}; "
                             f"known settings: {', '.join(sorted(merged))}")
         merged[key] = value
+    check = getattr(get_protocol(name), "check_config", None)
+    if check is not None:  # types and ranges, before any model or data is touched
+        check(merged)
     return merged

@@ -33,3 +33,28 @@ def check_split(pair, name: str, num_classes: int, dim: int | None = None) -> tu
 def top1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of exact matches."""
     return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+
+
+Number = (int, float)
+
+
+def check_setting(protocol: str, config: dict, key: str, kind, ok=lambda value: True,
+                  expected: str = "") -> None:
+    """One setting: of type ``kind`` (bool is not a number) and accepted by ``ok``."""
+    value = config.get(key)
+    wrong_type = not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind))
+    if wrong_type or not ok(value):
+        raise UserError(f"protocol {protocol!r}: setting {key!r} is {value!r}; expected {expected}")
+
+
+def check_list(protocol: str, config: dict, key: str, kind, ok=lambda value: True, expected: str = "") -> None:
+    """A non-empty list setting whose every item is of type ``kind`` and accepted by ``ok``."""
+    values = config.get(key)
+    items_ok = isinstance(values, list) and values and all(
+        isinstance(v, kind) and not isinstance(v, bool) and ok(v) for v in values)
+    if not items_ok:
+        raise UserError(f"protocol {protocol!r}: setting {key!r} is {values!r}; expected a non-empty list of {expected}")
+
+
+def _as_tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)

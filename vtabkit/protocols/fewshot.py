@@ -41,6 +41,7 @@ import numpy as np
 
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
+from vtabkit.protocols.common import Number, check_setting, check_split
 
 DESCRIPTION = ("few-shot linear: closed-form ridge regression on 1/5/10/25 examples per class, "
                "3 seeds (ViT/BiT/big_vision)")
@@ -58,57 +59,20 @@ Split = tuple[np.ndarray, np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------------
-# Input checks (shared with the knn protocol)
+# Input checks
 # ---------------------------------------------------------------------------------------------
 
-def check_split(name: str, split: Any, num_classes: int) -> Split:
-    """``split`` as ``(x, y)`` numpy arrays, or a UserError naming what is wrong with it.
-
-    ``x`` must be 2-D float (examples x dims) and finite; ``y`` 1-D integer in
-    ``[0, num_classes)`` with one label per row of ``x``.
-    """
-    if not (isinstance(split, (tuple, list)) and len(split) == 2):
-        raise UserError(f"{name} split must be an (x, y) pair of arrays; "
-                        f"got {type(split).__name__}")
-    x, y = np.asarray(split[0]), np.asarray(split[1])
-    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
-        raise UserError(f"{name} features must be a 2-D float array (examples x dims); "
-                        f"got shape {x.shape}, dtype {x.dtype}")
-    if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
-        raise UserError(f"{name} labels must be a 1-D integer array; got shape {y.shape}, "
-                        f"dtype {y.dtype}")
-    if x.shape[0] != y.shape[0]:
-        raise UserError(f"{name} split has {x.shape[0]} feature rows but {y.shape[0]} labels; "
-                        "they must match one to one")
-    if x.shape[0] == 0:
-        raise UserError(f"{name} split is empty; check the task's split definition")
-    if y.min() < 0 or y.max() >= num_classes:
-        raise UserError(f"{name} labels must lie in [0, {num_classes}); found values from "
-                        f"{y.min()} to {y.max()} (is num_classes right?)")
-    if not np.isfinite(x).all():
-        raise UserError(f"{name} features contain NaN or inf; check the model's output")
-    return x, y
-
-
-def check_num_classes(num_classes: Any) -> int:
-    """``num_classes`` as a positive int, or a UserError."""
+def _check_inputs(train: Any, val: Any, test: Any, num_classes: Any
+                  ) -> tuple[Split, Split | None, Split, int]:
+    """The three splits checked (one feature width across them) and num_classes as an int."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
             or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer; got {num_classes!r}")
-    return int(num_classes)
-
-
-def check_splits(train: Any, val: Any, test: Any, num_classes: Any
-                 ) -> tuple[Split, Split | None, Split, int]:
-    """All three splits checked, with one feature width across them."""
-    num_classes = check_num_classes(num_classes)
-    train = check_split("train", train, num_classes)
-    test = check_split("test", test, num_classes)
-    val = None if val is None else check_split("val", val, num_classes)
-    for name, split in (("test", test), ("val", val)):
-        if split is not None and split[0].shape[1] != train[0].shape[1]:
-            raise UserError(f"{name} features have {split[0].shape[1]} dims but train features "
-                            f"have {train[0].shape[1]}; they must come from the same model")
+    num_classes = int(num_classes)
+    train = check_split(train, "train", num_classes)
+    dim = train[0].shape[1]
+    test = check_split(test, "test", num_classes, dim)
+    val = None if val is None else check_split(val, "val", num_classes, dim)
     return train, val, test, num_classes
 
 
@@ -317,28 +281,25 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _positive_ints(key: str, values: list) -> list[int]:
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise UserError(f"fewshot setting {key!r} must be a positive integer or a non-empty list "
-                        f"of them; got {values!r}")
-    return values
+def _check_int_or_list(key: str, value: Any, minimum: int) -> None:
+    # shots and seeds may be one integer (a cell) or a list of them (the whole grid).
+    values = _as_list(value)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum
+                         for v in values):
+        raise UserError(f"protocol {_NAME!r}: setting {key!r} is {value!r}; expected an integer "
+                        f">= {minimum} or a non-empty list of them")
 
 
 def _check_config(config: dict[str, Any]) -> None:
-    _positive_ints("shots", _as_list(config["shots"]))
-    seeds = _as_list(config["seed"]) if "seed" in config else _as_list(config["seeds"])
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise UserError(f"fewshot seeds must be non-negative integers; got {seeds!r}")
-    l2 = config["l2"]
-    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 > 0:
-        raise UserError(f"fewshot setting 'l2' must be a positive number; got {l2!r}")
-    selection = config["l2_selection"]
-    if selection not in L2_SELECTIONS:
-        raise UserError(f"fewshot setting 'l2_selection' must be one of "
-                        f"{', '.join(L2_SELECTIONS)}; got {selection!r}")
-    if selection == "loo" and min(_as_list(config["shots"])) < 2:
-        raise UserError("fewshot l2_selection 'loo' needs at least 2 shots per class; drop 1 from "
-                        "'shots' or use l2_selection 'fixed' or 'val'")
+    _check_int_or_list("shots", config["shots"], 1)
+    _check_int_or_list("seed" if "seed" in config else "seeds",
+                       config["seed"] if "seed" in config else config["seeds"], 0)
+    check_setting(_NAME, config, "l2", Number, lambda v: v > 0, "a positive number")
+    check_setting(_NAME, config, "l2_selection", str, lambda v: v in L2_SELECTIONS,
+                  "one of " + ", ".join(L2_SELECTIONS))
+    if config["l2_selection"] == "loo" and min(_as_list(config["shots"])) < 2:
+        raise UserError(f"protocol {_NAME!r}: l2_selection 'loo' needs at least 2 shots per "
+                        "class; drop 1 from 'shots' or use l2_selection 'fixed' or 'val'")
 
 
 def cells(config: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -433,6 +394,6 @@ def evaluate_features(train: Split, val: Split | None, test: Split, num_classes:
     """
     config = merge_config(_NAME, config)
     cell_list = cells(config)  # validates the settings before any work
-    train, val, test, num_classes = check_splits(train, val, test, num_classes)
+    train, val, test, num_classes = _check_inputs(train, val, test, num_classes)
     results = [_evaluate_cell(train, val, test, num_classes, cell) for cell in cell_list]
     return results[0] if _is_single_cell(config) else _summarise(results, config)

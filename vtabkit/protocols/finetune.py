@@ -12,7 +12,6 @@ Training batches are drawn from (seed, step) alone, so a run resumed from its la
 from __future__ import annotations
 
 import json
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,32 @@ from vtabkit.features import normalise
 from vtabkit.models.registry import Model
 from vtabkit.models.torch_adapter import require_flax
 from vtabkit.protocols import merge_config
+from vtabkit.protocols.common import Number, check_list, check_setting
 from vtabkit.tasks import Task
 
 DESCRIPTION = "fine-tune the whole backbone with a linear head; sweep on train/val, retrain on train+val"
 USES_FEATURES = False
+
+
+def check_config(config: dict[str, Any]) -> None:
+    def positive_int(key: str) -> None:
+        check_setting("finetune", config, key, int, lambda v: v > 0, "a positive integer")
+
+    for key in ("batch_size", "micro_batch_size", "checkpoint_every"):
+        positive_int(key)
+    check_setting("finetune", config, "seed", int, expected="an integer")
+    check_setting("finetune", config, "momentum", Number, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    check_setting("finetune", config, "warmup_fraction", Number, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    check_setting("finetune", config, "decay_factor", Number, lambda v: v > 0, "a positive number")
+    check_list("finetune", config, "decay_at", Number, lambda v: 0 < v <= 1, "numbers in (0, 1]")
+    check_setting("finetune", config, "sweeps", dict, lambda v: bool(v), "a mapping of named sweeps")
+    check_setting("finetune", config, "sweep", str, lambda v: v in config["sweeps"],
+                  f"one of {', '.join(config['sweeps'])}")
+    sweep = config["sweeps"][config["sweep"]]
+    check_setting("finetune", {"sweep": sweep}, "sweep", dict, lambda v: set(v) == {"lr", "steps"},
+                  "a mapping with lr and steps lists")
+    check_list("finetune", sweep, "lr", Number, lambda v: v > 0, "positive learning rates")
+    check_list("finetune", sweep, "steps", int, lambda v: v > 0, "positive step counts")
 
 
 def cells(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -53,10 +74,13 @@ class WithHead(nn.Module):
 
 def schedule(lr: float, steps: int, config: dict[str, Any]) -> optax.Schedule:
     """Linear warm-up from 0 to ``lr``, then x``decay_factor`` at each ``decay_at`` share of ``steps``."""
-    warmup = int(round(config["warmup_fraction"] * steps))
-    boundaries = {int(round(share * steps)) - warmup: config["decay_factor"] for share in config["decay_at"]}
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warmup, 1)),
-                                 optax.piecewise_constant_schedule(lr, boundaries)], [max(warmup, 1)])
+    warmup = max(int(round(config["warmup_fraction"] * steps)), 1)
+    boundaries: dict[int, float] = {}
+    for share in config["decay_at"]:  # decays that round to the same step multiply
+        step = max(int(round(share * steps)) - warmup, 0)
+        boundaries[step] = boundaries.get(step, 1.0) * config["decay_factor"]
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
+                                 optax.piecewise_constant_schedule(lr, boundaries)], [warmup])
 
 
 def load_images(task: Task, split: str, model: Model, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -102,21 +126,25 @@ class Trainer:
         _, out = jax.eval_shape(lambda p, x: self.model.module.apply({"params": p}, x), self.model.params, probe)
         return out["pre_logits"].shape[-1]
 
-    def _loss(self, params, images, labels):
-        logits = self.network.apply({"params": params}, normalise(self.model, images, jnp), train=True)
+    def _loss(self, params, images, labels, rng):
+        logits = self.network.apply({"params": params}, normalise(self.model, images, jnp), train=True,
+                                    rngs={"dropout": rng})
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     def _build_step(self):
         # The learning rate is an argument, so every sweep member and the final retrain share one
         # compiled step.
         @partial(jax.jit, donate_argnums=(0, 1))
-        def step(params, opt_state, images, labels, lr):
+        def step(params, opt_state, images, labels, lr, rng):
             # images: (accumulation, micro, H, W, 3); the step uses the mean micro-batch gradient.
             def accumulate(total, micro):
-                loss, grads = jax.value_and_grad(self._loss)(params, *micro)
+                micro_images, micro_labels, index = micro
+                loss, grads = jax.value_and_grad(self._loss)(params, micro_images, micro_labels,
+                                                             jax.random.fold_in(rng, index))
                 return jax.tree.map(jnp.add, total, (loss, grads)), None
             zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
-            (loss, grads), _ = jax.lax.scan(accumulate, zeros, (images, labels))
+            micro_batches = (images, labels, jnp.arange(self.accumulation))
+            (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro_batches)
             grads = jax.tree.map(lambda g: g / self.accumulation, grads)
             opt_state.hyperparams["learning_rate"] = lr
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
@@ -137,6 +165,7 @@ class Trainer:
         correct = total = 0
         for images, labels, mask in data.batches(task, split, resolution=self.model.resolution,
                                                  batch_size=size, data_dir=data_dir):
+            images = np.clip(np.round(images), 0, 255)  # the same uint8 rounding as the training images
             predictions = np.asarray(self.predict(params, jax.device_put(images, self.eval_sharding)))
             correct += int(((predictions == labels) & mask).sum())
             total += int(mask.sum())
@@ -164,7 +193,8 @@ def train(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: float, s
     losses, every = [], int(config["checkpoint_every"])
     for step in range(start, steps):
         batch = trainer.batch_at(images, labels, int(config["seed"]), step)
-        params, opt_state, loss = trainer.step(params, opt_state, *batch, jnp.float32(learning_rate(step)))
+        rng = jax.random.fold_in(jax.random.key(int(config["seed"])), step)  # dropout, if the model has any
+        params, opt_state, loss = trainer.step(params, opt_state, *batch, jnp.float32(learning_rate(step)), rng)
         losses.append(float(loss))
         if manager is not None and (step + 1) % every == 0 and (step + 1) < steps:
             manager.save(step + 1, args=ocp.args.StandardSave({"params": params, "opt": opt_state}))
@@ -179,12 +209,10 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
     """Sweep on train/val, retrain the best member on train+val, score test.
 
     ``work_dir`` holds checkpoints and finished sweep members, so an interrupted call resumes;
-    it is removed when the call completes.
+    the caller removes it once the result is stored.
     """
     config = merge_config("finetune", config)
     require_flax(model)
-    if config["sweep"] not in config["sweeps"]:
-        raise UserError(f"finetune: unknown sweep {config['sweep']!r}; choose from {', '.join(config['sweeps'])}")
     sweep = config["sweeps"][config["sweep"]]
     members = [(float(lr), int(steps)) for lr in sweep["lr"] for steps in sweep["steps"]]
     train_split, val_split, test_split = task.regime_splits(regime)
@@ -198,7 +226,7 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
     images, labels = load_images(task, train_split, model, data_dir)
     for lr, steps in members:
         key = f"lr={lr:g},steps={steps}"
-        if key in finished:
+        if key in finished:  # done before an interruption
             continue
         params, losses = train(trainer, images, labels, lr, steps, work_dir and work_dir / key)
         finished[key] = {"val_top1": trainer.accuracy(params, task, val_split, data_dir),
@@ -207,8 +235,9 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
             finished_path.parent.mkdir(parents=True, exist_ok=True)
             finished_path.write_text(json.dumps(finished))
     # Best val score; ties go to the earlier member of the sweep (a fixed, data-independent order).
-    best_key = max(finished, key=lambda k: (finished[k]["val_top1"], -list(finished).index(k)))
-    best_lr, best_steps = next(m for m in members if f"lr={m[0]:g},steps={m[1]}" == best_key)
+    keys = [f"lr={lr:g},steps={steps}" for lr, steps in members]
+    best = max(range(len(members)), key=lambda i: (finished[keys[i]]["val_top1"], -i))
+    best_lr, best_steps = members[best]
 
     val_images, val_labels = load_images(task, val_split, model, data_dir)
     images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
@@ -217,6 +246,4 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
               "sweep": finished, "final_losses": [losses[0], losses[-1]] if losses else None,
               "batch_size": trainer.batch, "accumulation": trainer.accumulation,
               "devices": jax.local_device_count()}
-    if work_dir is not None:
-        shutil.rmtree(work_dir, ignore_errors=True)
     return result

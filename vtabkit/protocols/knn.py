@@ -30,32 +30,39 @@ import numpy as np
 
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.fewshot import Split, check_splits
+from vtabkit.protocols.common import Number, check_list, check_setting, check_split
 
 DESCRIPTION = "k-NN: cosine similarity, votes weighted by exp(sim/0.07), k in 10/20/100/200 (DINO)"
 USES_FEATURES = True
 
 _NAME = "knn"
 
+Split = tuple[np.ndarray, np.ndarray]
+
 
 # ---------------------------------------------------------------------------------------------
-# Settings and cells
+# Input checks, settings and cells
 # ---------------------------------------------------------------------------------------------
+
+def _check_inputs(train: Any, val: Any, test: Any, num_classes: Any
+                  ) -> tuple[Split, Split | None, Split, int]:
+    """The three splits checked (one feature width across them) and num_classes as an int."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise UserError(f"num_classes must be a positive integer; got {num_classes!r}")
+    num_classes = int(num_classes)
+    train = check_split(train, "train", num_classes)
+    dim = train[0].shape[1]
+    test = check_split(test, "test", num_classes, dim)
+    val = None if val is None else check_split(val, "val", num_classes, dim)
+    return train, val, test, num_classes
+
 
 def _check_config(config: dict[str, Any]) -> None:
-    ks = config["ks"]
-    if not isinstance(ks, (list, tuple)) or not ks or any(
-            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-        raise UserError(f"knn setting 'ks' must be a non-empty list of positive integers; "
-                        f"got {ks!r}")
-    for key in ("k", "chunk_size"):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"knn setting {key!r} must be a positive integer; got {value!r}")
-    temperature = config["temperature"]
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not temperature > 0:
-        raise UserError(f"knn setting 'temperature' must be a positive number; got {temperature!r}")
+    check_list(_NAME, config, "ks", int, lambda v: v > 0, "positive integers")
+    check_setting(_NAME, config, "k", int, lambda v: v > 0, "a positive integer")
+    check_setting(_NAME, config, "chunk_size", int, lambda v: v > 0, "a positive integer")
+    check_setting(_NAME, config, "temperature", Number, lambda v: v > 0, "a positive number")
 
 
 def cells(config: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -141,7 +148,7 @@ def evaluate_features(train: Split, val: Split | None, test: Split, num_classes:
     """
     config = merge_config(_NAME, config)
     _check_config(config)
-    train, val, test, num_classes = check_splits(train, val, test, num_classes)
+    train, val, test, num_classes = _check_inputs(train, val, test, num_classes)
     ks = sorted(set(config["ks"]) | {config["k"]})
     record: dict[str, Any] = {}
     if val is None:

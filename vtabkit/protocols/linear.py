@@ -18,10 +18,17 @@ import numpy as np
 import optax
 
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import check_split, top1
+from vtabkit.protocols.common import Number, check_list, check_setting, check_split, top1
 
 DESCRIPTION = "multinomial logistic regression on frozen features; l2 chosen on val, refit on train+val"
 USES_FEATURES = True
+
+
+def check_config(config: dict[str, Any]) -> None:
+    check_list("linear", config, "l2_grid", Number, lambda v: v > 0, "positive numbers")
+    check_setting("linear", config, "max_iter", int, lambda v: v > 0, "a positive integer")
+    check_setting("linear", config, "tol", Number, lambda v: v > 0, "a positive number")
+    check_setting("linear", config, "standardize", bool, expected="true or false")
 
 
 def cells(config: dict[str, Any]) -> list[dict[str, Any]]:
