@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -164,8 +165,20 @@ def _data(args: argparse.Namespace) -> None:
     data_cli.main(args)
 
 
+def _quiet_libraries() -> None:
+    # TensorFlow and TFDS log start-up chatter and deprecation notes that say nothing to users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _quiet_libraries()
     handlers = {"run": _run, "list": _list, "report": _report, "data": _data}
     try:
         handlers[args.command](args)

@@ -19,6 +19,7 @@ from vtabkit.tasks import Task
 def _tf():
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # deprecation chatter from inside TFDS, not for our users
     # Hide accelerators from TensorFlow before it touches them; JAX needs their memory.
     try:
         tf.config.set_visible_devices([], "GPU")

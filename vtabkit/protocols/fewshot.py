@@ -21,7 +21,8 @@ it:
   examples only judge λ; they are never added to the few-shot training set.
 - ``loo``: exact leave-one-out over the few-shot set (closed form from the same
   eigendecomposition; the standardisation statistics come from the whole few-shot set). Needs at
-  least 2 shots per class.
+  least 2 shots per class. On balanced sets it under-rates very large λ: there the model is
+  mostly its bias, and leaving an example out makes its own class the rarest.
 
 Ties between λ values go to the largest λ (the most regularised model).
 
