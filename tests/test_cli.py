@@ -193,3 +193,35 @@ def test_each_task_and_protocol_runs_once(tmp_path, data_dir, capsys):
                        "--protocol", "linear,linear", "--out", str(out), "--data-dir", data_dir, "--quiet",
                        "--model-arg", "resolution=8"], capsys)
     assert code == 0 and len(results.read_records(out / "results.jsonl")) == 1
+
+
+COUNTING_MODEL = """
+import numpy as np
+import vtabkit
+
+SEEN = {path!r}
+
+def counting_pixels():
+    def apply(params, images):
+        with open(SEEN, "a") as stream:
+            stream.write(f"{{len(images)}}\\n")
+        return np.asarray(images).reshape(len(images), -1)[:, ::8]
+    return vtabkit.Model(apply=apply, resolution=16, jittable=False, fingerprint="counting")
+"""
+
+
+def test_all_frozen_protocols_share_one_pass_over_the_images(tmp_path, data_dir, capsys):
+    seen = tmp_path / "seen.txt"
+    (tmp_path / "m.py").write_text(COUNTING_MODEL.format(path=str(seen)))
+    out = tmp_path / "run"
+    code, stdout, err = _run(["run", "--model", f"{tmp_path / 'm.py'}:counting_pixels", "--suite", "lite",
+                              "--tasks", "lite_digits", "--protocol", "linear,fewshot,knn", "--batch-size", "100",
+                              "--out", str(out), "--data-dir", data_dir, "--quiet", "--no-cache"], capsys)
+    assert code == 0, err
+    batches = [int(n) for n in seen.read_text().split()]
+    assert len(batches) == 8 + 2 + 8  # train800, val200, test (797 → 8 padded batches): one pass each
+    records = results.read_records(out / "results.jsonl")
+    assert sorted({r["protocol"] for r in records}) == ["fewshot", "knn", "linear"]
+    assert len([r for r in records if r["protocol"] == "fewshot"]) == 12  # 4 shots x 3 seeds
+    code, report, _ = _run(["report", str(out)], capsys)
+    assert "Seed spread" in report and "10shot" in report

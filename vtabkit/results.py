@@ -22,8 +22,13 @@ CELL_FIELDS = ("model_fingerprint", "task", "task_hash", "regime", "protocol", "
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """Short hash of a protocol cell's settings: changed settings make new cells, not skips."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    """Short hash of a protocol cell's settings: changed settings make new cells, not skips.
+
+    ``seed`` and ``setting`` are left out: they are fields of the cell key themselves, and the
+    seeds of one setting must share a hash so that reports can average over them.
+    """
+    settings = {key: value for key, value in config.items() if key not in ("seed", "setting")}
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import platform
 import shutil
 import time
@@ -149,7 +150,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
                                                           task.num_classes, config=cell)
             else:
                 # Keyed by the whole cell, so another model or setting never resumes this one's state.
-                work_dir = Path(config.out) / "work" / f"{task.id}-{name}-{results.config_hash(list(key))}"
+                cell_id = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+                work_dir = Path(config.out) / "work" / f"{task.id}-{name}-{cell_id}"
                 outcome = modules[name].evaluate_model(model, task, regime, config=cell,
                                                        data_dir=config.data_dir, work_dir=work_dir)
             record = dict(base, protocol=name, setting=cell["setting"], seed=cell["seed"],

@@ -291,7 +291,7 @@ def _check_int_or_list(key: str, value: Any, minimum: int) -> None:
                         f">= {minimum} or a non-empty list of them")
 
 
-def _check_config(config: dict[str, Any]) -> None:
+def check_config(config: dict[str, Any]) -> None:
     _check_int_or_list("shots", config["shots"], 1)
     _check_int_or_list("seed" if "seed" in config else "seeds",
                        config["seed"] if "seed" in config else config["seeds"], 0)
@@ -309,7 +309,6 @@ def cells(config: dict[str, Any] | None) -> list[dict[str, Any]]:
     A config with a scalar ``seed`` gives cells for that seed only (``seeds`` is ignored).
     """
     config = merge_config(_NAME, config)
-    _check_config(config)
     seeds = [config["seed"]] if "seed" in config else _as_list(config["seeds"])
     base = {key: value for key, value in config.items() if key not in ("seeds", "seed", "setting")}
     return [{**base, "shots": shots, "seed": seed, "setting": f"{shots}shot"}

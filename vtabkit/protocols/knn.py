@@ -58,7 +58,7 @@ def _check_inputs(train: Any, val: Any, test: Any, num_classes: Any
     return train, val, test, num_classes
 
 
-def _check_config(config: dict[str, Any]) -> None:
+def check_config(config: dict[str, Any]) -> None:
     check_list(_NAME, config, "ks", int, lambda v: v > 0, "positive integers")
     check_setting(_NAME, config, "k", int, lambda v: v > 0, "a positive integer")
     check_setting(_NAME, config, "chunk_size", int, lambda v: v > 0, "a positive integer")
@@ -68,7 +68,6 @@ def _check_config(config: dict[str, Any]) -> None:
 def cells(config: dict[str, Any] | None) -> list[dict[str, Any]]:
     """One cell: k-NN has no sampling, so a single setting ``"default"`` with seed 0."""
     config = merge_config(_NAME, config)
-    _check_config(config)
     return [{**config, "setting": "default", "seed": 0}]
 
 
@@ -147,7 +146,6 @@ def evaluate_features(train: Split, val: Split | None, test: Split, num_classes:
     Dict keys of ``*_top1_at_k`` are the k values as strings (stable through JSON).
     """
     config = merge_config(_NAME, config)
-    _check_config(config)
     train, val, test, num_classes = _check_inputs(train, val, test, num_classes)
     ks = sorted(set(config["ks"]) | {config["k"]})
     record: dict[str, Any] = {}
