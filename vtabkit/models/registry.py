@@ -156,11 +156,23 @@ def create_model(name: str, **kwargs: Any) -> Model:
         raise UserError(f"model factory {name!r} returned {type(model).__name__}, not a vtabkit.Model")
     _check_input_spec(model, name)
     model.name = model.name or name
+    model.metadata.setdefault("factory_args", _factory_args(factory, kwargs))
     if not model.fingerprint:
-        # Factory arguments count too: they may change what apply computes, not only the weights.
-        arguments = repr(sorted((key, repr(value)) for key, value in kwargs.items()))
-        model.fingerprint = fingerprint(model, extra=source_hash + arguments)
+        model.fingerprint = fingerprint(model, extra=source_hash)
     return model
+
+
+def _factory_args(factory: Callable[..., Model], kwargs: dict[str, Any]) -> dict[str, str]:
+    """The factory's arguments with defaults filled in, as text (they go into the fingerprint:
+    an argument may change what ``apply`` computes, not only the weights). ``checkpoint`` is
+    left out: its content, the weights, is hashed already, whatever path it was read from."""
+    try:
+        bound = inspect.signature(factory).bind(**kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+    except (TypeError, ValueError):  # signature not introspectable: take the arguments as given
+        arguments = dict(kwargs)
+    return {key: repr(value) for key, value in sorted(arguments.items()) if key != "checkpoint"}
 
 
 def _check_input_spec(model: Model, name: str) -> None:
@@ -192,6 +204,7 @@ def fingerprint(model: Model, extra: str = "") -> str:
     digest.update(model.name.encode())
     digest.update(repr(sorted(model.preprocessing().items())).encode())
     digest.update(extra.encode())
+    digest.update(repr(sorted(model.metadata.get("factory_args", {}).items())).encode())
     leaves_with_paths = jax.tree_util.tree_flatten_with_path(model.params)[0] if model.params is not None else []
     for path, leaf in leaves_with_paths:
         array = np.asarray(leaf)
