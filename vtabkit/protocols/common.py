@@ -30,6 +30,20 @@ def check_split(pair, name: str, num_classes: int, dim: int | None = None) -> tu
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
 
 
+def check_splits(train, val, test, num_classes) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                         tuple[np.ndarray, np.ndarray] | None,
+                                                         tuple[np.ndarray, np.ndarray], int]:
+    """The three splits checked (one feature width across them) and num_classes as an int."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise UserError(f"num_classes must be a positive integer; got {num_classes!r}")
+    num_classes = int(num_classes)
+    train = check_split(train, "train", num_classes)
+    dim = train[0].shape[1]
+    test = check_split(test, "test", num_classes, dim)
+    val = None if val is None else check_split(val, "val", num_classes, dim)
+    return train, val, test, num_classes
+
+
 def top1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of exact matches."""
     return float(np.mean(np.asarray(predictions) == np.asarray(labels)))

@@ -42,7 +42,7 @@ import numpy as np
 
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, check_setting, check_split
+from vtabkit.protocols.common import Number, check_setting, check_splits
 
 DESCRIPTION = ("few-shot linear: closed-form ridge regression on 1/5/10/25 examples per class, "
                "3 seeds (ViT/BiT/big_vision)")
@@ -62,20 +62,6 @@ Split = tuple[np.ndarray, np.ndarray]
 # ---------------------------------------------------------------------------------------------
 # Input checks
 # ---------------------------------------------------------------------------------------------
-
-def _check_inputs(train: Any, val: Any, test: Any, num_classes: Any
-                  ) -> tuple[Split, Split | None, Split, int]:
-    """The three splits checked (one feature width across them) and num_classes as an int."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 1:
-        raise UserError(f"num_classes must be a positive integer; got {num_classes!r}")
-    num_classes = int(num_classes)
-    train = check_split(train, "train", num_classes)
-    dim = train[0].shape[1]
-    test = check_split(test, "test", num_classes, dim)
-    val = None if val is None else check_split(val, "val", num_classes, dim)
-    return train, val, test, num_classes
-
 
 def _float_dtype() -> np.dtype:
     # float32 unless the user enabled jax_enable_x64.
@@ -394,6 +380,6 @@ def evaluate_features(train: Split, val: Split | None, test: Split, num_classes:
     """
     config = merge_config(_NAME, config)
     cell_list = cells(config)  # validates the settings before any work
-    train, val, test, num_classes = _check_inputs(train, val, test, num_classes)
+    train, val, test, num_classes = check_splits(train, val, test, num_classes)
     results = [_evaluate_cell(train, val, test, num_classes, cell) for cell in cell_list]
     return results[0] if _is_single_cell(config) else _summarise(results, config)

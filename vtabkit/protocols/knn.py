@@ -30,7 +30,7 @@ import numpy as np
 
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, check_list, check_setting, check_split
+from vtabkit.protocols.common import Number, check_list, check_setting, check_splits
 
 DESCRIPTION = "k-NN: cosine similarity, votes weighted by exp(sim/0.07), k in 10/20/100/200 (DINO)"
 USES_FEATURES = True
@@ -43,20 +43,6 @@ Split = tuple[np.ndarray, np.ndarray]
 # ---------------------------------------------------------------------------------------------
 # Input checks, settings and cells
 # ---------------------------------------------------------------------------------------------
-
-def _check_inputs(train: Any, val: Any, test: Any, num_classes: Any
-                  ) -> tuple[Split, Split | None, Split, int]:
-    """The three splits checked (one feature width across them) and num_classes as an int."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 1:
-        raise UserError(f"num_classes must be a positive integer; got {num_classes!r}")
-    num_classes = int(num_classes)
-    train = check_split(train, "train", num_classes)
-    dim = train[0].shape[1]
-    test = check_split(test, "test", num_classes, dim)
-    val = None if val is None else check_split(val, "val", num_classes, dim)
-    return train, val, test, num_classes
-
 
 def check_config(config: dict[str, Any]) -> None:
     check_list(_NAME, config, "ks", int, lambda v: v > 0, "positive integers")
@@ -146,7 +132,7 @@ def evaluate_features(train: Split, val: Split | None, test: Split, num_classes:
     Dict keys of ``*_top1_at_k`` are the k values as strings (stable through JSON).
     """
     config = merge_config(_NAME, config)
-    train, val, test, num_classes = _check_inputs(train, val, test, num_classes)
+    train, val, test, num_classes = check_splits(train, val, test, num_classes)
     ks = sorted(set(config["ks"]) | {config["k"]})
     record: dict[str, Any] = {}
     if val is None:

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, check_list, check_setting, check_split, top1
+from vtabkit.protocols.common import Number, check_list, check_setting, check_splits, top1
 
 DESCRIPTION = "multinomial logistic regression on frozen features; l2 chosen on val, refit on train+val"
 USES_FEATURES = True
@@ -106,15 +106,14 @@ def evaluate_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarra
     Returns ``top1`` (test), ``l2``, ``val_top1`` per l2 and solver iterations.
     """
     config = merge_config("linear", config)
-    x_train, y_train = check_split(train, "train", num_classes)
-    x_test, y_test = check_split(test, "test", num_classes, dim=x_train.shape[1])
+    (x_train, y_train), val, (x_test, y_test), num_classes = check_splits(train, val, test, num_classes)
     if val is None:
         order = np.random.default_rng(config.get("seed", 0)).permutation(len(y_train))
         cut = int(round(0.8 * len(order)))
         (x_train, y_train), (x_val, y_val) = ((x_train[order[:cut]], y_train[order[:cut]]),
                                               (x_train[order[cut:]], y_train[order[cut:]]))
     else:
-        x_val, y_val = check_split(val, "val", num_classes, dim=x_train.shape[1])
+        x_val, y_val = val
 
     grid = sorted((float(l2) for l2 in config["l2_grid"]), reverse=True)  # strong → weak: warm starts
     x_all = jnp.asarray(np.concatenate([x_train, x_val]), jnp.float32)
