@@ -225,3 +225,17 @@ def test_all_frozen_protocols_share_one_pass_over_the_images(tmp_path, data_dir,
     assert len([r for r in records if r["protocol"] == "fewshot"]) == 12  # 4 shots x 3 seeds
     code, report, _ = _run(["report", str(out)], capsys)
     assert "Seed spread" in report and "10shot" in report
+
+
+def test_shards_cover_the_suite_and_report_together(tmp_path, data_dir, capsys):
+    outs = [tmp_path / f"shard{i}" for i in range(3)]
+    for index, out in enumerate(outs):
+        code, _, err = _run(["run", "--model", "pixels", "--model-arg", "resolution=8", "--suite", "lite",
+                             "--shard", f"{index}/3", "--out", str(out), "--data-dir", data_dir, "--quiet"], capsys)
+        assert code == 0, err
+    tasks_per_shard = [sorted(r["task"] for r in results.read_records(out / "results.jsonl")) for out in outs]
+    assert tasks_per_shard == [["lite_count", "lite_digits"], ["lite_dsprites_loc"], ["lite_dsprites_ori"]]
+    code, report, _ = _run(["report", *map(str, outs)], capsys)
+    assert code == 0 and "all (4 tasks)" in report
+    code, _, err = _run(["run", "--model", "pixels", "--suite", "lite", "--shard", "3/3"], capsys)
+    assert code == 2 and "index must be in 0..2" in err

@@ -16,8 +16,15 @@ RUN_EXAMPLE = """example:
   vtabkit run --model augreg_vit_b16 --model-arg checkpoint=/path/to/B_16.npz --suite vtab1k
 """
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
-REPORT_EXAMPLE = "example:\n  vtabkit report runs/lite --format md\n"
+REPORT_EXAMPLE = "example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
 DATA_EXAMPLE = "example:\n  vtabkit data status --suite vtab1k --data-dir ~/tfds\n  vtabkit data prepare --suite vtab1k\n"
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, slash, count = text.partition("/")
+    if not (slash and index.isdigit() and count.isdigit() and int(count) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 0/4)")
+    return int(index), int(count)
 
 
 def _comma_list(text: str) -> list[str]:
@@ -47,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-missing", action="store_true", help="run the tasks whose data is present")
     run.add_argument("--set", action="append", dest="overrides", default=[], metavar="PROTOCOL.KEY=VALUE",
                      help="override a protocol setting, e.g. --set finetune.sweep=quick (YAML value)")
+    run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                     help="run only shard I of N (every N-th task); shards can share --out or be "
+                          "reported together with `vtabkit report DIR1 DIR2 ...`")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     lister = sub.add_parser("list", help="list tasks, suites, models or protocols", epilog=LIST_EXAMPLE,
@@ -56,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="tables of a run directory", epilog=REPORT_EXAMPLE,
                             formatter_class=formatter)
-    report.add_argument("run_dir", type=Path)
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="one or more run directories (e.g. the shards of one sweep)")
     report.add_argument("--format", default="md", choices=["md", "csv", "latex"])
 
     data_cmd = sub.add_parser("data", help="dataset status and preparation", epilog=DATA_EXAMPLE,
@@ -145,7 +156,7 @@ def _run(args: argparse.Namespace) -> None:
                        use_cache=not args.no_cache, tasks_dirs=args.tasks_dirs, regime=args.regime,
                        batch_size=args.batch_size, skip_missing=args.skip_missing, progress=not args.quiet,
                        protocol_config=parse_overrides(args.overrides),
-                       model_args=parse_model_args(args.model_args))
+                       model_args=parse_model_args(args.model_args), shard=args.shard)
     if args.batch_size < 1:
         raise UserError("--batch-size must be a positive number of images")
     written = run(config)
@@ -156,7 +167,7 @@ def _run(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from vtabkit.report import render
 
-    print(render(args.run_dir, args.format))
+    print(render(args.run_dirs, args.format))
 
 
 def _data(args: argparse.Namespace) -> None:

@@ -17,14 +17,20 @@ from vtabkit.errors import UserError
 FORMATS = ("md", "csv", "latex")
 
 
-def load_frame(run_dir: Path) -> pd.DataFrame:
-    """One row per record: model, task, family, protocol, setting, seed, top1 (%)."""
-    path = Path(run_dir) / results.RESULTS_FILE
-    if not Path(run_dir).is_dir():
-        raise UserError(f"run directory {run_dir} does not exist; pass the --out of a `vtabkit run`")
-    records = results.read_records(path)
+def load_frame(run_dirs: Path | list[Path]) -> pd.DataFrame:
+    """One row per record of one or more run directories (a record found twice counts once)."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    records, seen = [], set()
+    for run_dir in run_dirs:
+        path = Path(run_dir) / results.RESULTS_FILE
+        if not Path(run_dir).is_dir():
+            raise UserError(f"run directory {run_dir} does not exist; pass the --out of a `vtabkit run`")
+        for record in results.read_records(path):
+            if results.cell_key(record) not in seen:
+                seen.add(results.cell_key(record))
+                records.append(record)
     if not records:
-        raise UserError(f"{path} holds no results yet; run `vtabkit run ... --out {run_dir}` first")
+        raise UserError(f"no results in {', '.join(map(str, run_dirs))} yet; run `vtabkit run ... --out DIR` first")
     frame = pd.DataFrame([{"model": r["model"], "task": r["task"], "family": r["family"],
                            "protocol": r["protocol"], "setting": r["setting"], "seed": r["seed"],
                            "fingerprint": r.get("model_fingerprint", ""), "regime": r.get("regime", ""),
@@ -78,10 +84,10 @@ def seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
     return table[table["count"] > 1]
 
 
-def render(run_dir: Path, output_format: str = "md") -> str:
+def render(run_dirs: Path | list[Path], output_format: str = "md") -> str:
     if output_format not in FORMATS:
         raise UserError(f"unknown report format {output_format!r}; use one of {', '.join(FORMATS)}")
-    frame = load_frame(run_dir)
+    frame = load_frame(run_dirs)
     table = score_table(frame).round(2)
     spread = seed_spread(frame).round(2)
     if output_format == "csv":

@@ -42,6 +42,7 @@ class RunConfig:
     progress: bool = True
     protocol_config: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    shard: tuple[int, int] = (0, 1)  # (index, count): this process runs tasks index, index+count, ...
 
 
 def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], str, tuple[str, ...]]:
@@ -60,7 +61,13 @@ def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], str, tuple[str, .
     regime = config.regime or (suite.regime if suite else "1k")
     if regime not in tasks.REGIMES:
         raise UserError(f"unknown regime {regime!r}; use one of {', '.join(tasks.REGIMES)}")
-    chosen = [tasks.get_task(task_id, config.tasks_dirs) for task_id in dict.fromkeys(ids)]
+    index, count = config.shard
+    if not 0 <= index < count:
+        raise UserError(f"--shard {index}/{count}: the index must be in 0..{count - 1}")
+    # Independent cells for any scheduler: shard i of n takes every n-th task, in suite order.
+    chosen = [tasks.get_task(task_id, config.tasks_dirs) for task_id in list(dict.fromkeys(ids))[index::count]]
+    if not chosen:
+        raise UserError(f"--shard {index}/{count} has no task: the run has only {len(dict.fromkeys(ids))}")
     for task in chosen:
         task.regime_splits(regime)  # a task without this regime's splits fails before any work
     return chosen, regime, (suite.protocols if suite else ("linear",))
