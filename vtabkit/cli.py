@@ -55,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", dest="overrides", default=[], metavar="PROTOCOL.KEY=VALUE",
                      help="override a protocol setting, e.g. --set finetune.sweep=quick (YAML value)")
     run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
-                     help="run only shard I of N (every N-th task); shards can share --out or be "
-                          "reported together with `vtabkit report DIR1 DIR2 ...`")
+                     help="run only shard I of N (every N-th task); give each shard its own --out "
+                          "and report them together with `vtabkit report DIR1 DIR2 ...`")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     lister = sub.add_parser("list", help="list tasks, suites, models or protocols", epilog=LIST_EXAMPLE,
