@@ -71,13 +71,13 @@ def batches(task: Task, split: str, *, resolution: int, batch_size: int,
 
     dataset = read_split(task, split, data_dir)
 
-    def prepare(example):
+    def to_model_input(example):
         item = task.preprocess(example)
         # Bilinear resize to the model's square input, aspect ratio not kept (as VTAB does).
         image = tf.image.resize(item["image"], (resolution, resolution), method="bilinear")
         return tf.cast(image, tf.float32), item["label"]
 
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     for images, labels in tfds.as_numpy(dataset):
         count = len(labels)
