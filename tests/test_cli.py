@@ -239,3 +239,20 @@ def test_shards_cover_the_suite_and_report_together(tmp_path, data_dir, capsys):
     assert code == 0 and "all (4 tasks)" in report
     code, _, err = _run(["run", "--model", "pixels", "--suite", "lite", "--shard", "3/3"], capsys)
     assert code == 2 and "index must be in 0..2" in err
+
+
+def test_finetune_through_the_runner(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(["run", "--model", "vit_tiny", "--suite", "lite", "--tasks", "lite_digits", "--protocol",
+                         "finetune", "--set", "finetune.sweep=quick", "--set", "finetune.batch_size=32",
+                         "--set", "finetune.micro_batch_size=16", "--out", str(out), "--data-dir", data_dir,
+                         "--quiet"], capsys)
+    assert code == 0, err
+    [record] = results.read_records(out / "results.jsonl")
+    assert record["protocol"] == "finetune" and record["setting"] == "quick"
+    assert record["details"]["steps"] == 50 and record["details"]["accumulation"] == 2
+    assert record["timings"]["features_s"] == 0.0  # fine-tuning alone extracts no frozen features
+    assert not (out / "work").exists()  # checkpoints are removed once the record is stored
+    code, _, err = _run(["run", "--model", "pixels", "--suite", "lite", "--protocol", "finetune",
+                         "--out", str(out), "--data-dir", data_dir], capsys)
+    assert code == 2 and "fine-tuning needs a Flax model" in err

@@ -170,6 +170,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
             done.add(key)
             if work_dir is not None:  # only once the record is safe on disk
                 shutil.rmtree(work_dir, ignore_errors=True)
+                if not any(work_dir.parent.iterdir()):
+                    work_dir.parent.rmdir()
             written.append(record)
             log(f"{task.id:20s} {name:9s} {cell['setting']:10s} seed {cell['seed']}: "
                 f"top1 {100 * outcome['top1']:.1f}%")
