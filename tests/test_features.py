@@ -114,3 +114,18 @@ def test_four_simulated_devices_give_the_same_features(mnist_task_dir):
     assert [o["devices"] for o in outputs] == [1, 4]
     np.testing.assert_allclose(outputs[0]["features"], outputs[1]["features"], atol=1e-5)
     assert len(outputs[1]["features"]) == 100  # batch 30 → 32 on 4 devices, nothing dropped
+
+
+def test_one_compilation_serves_every_split(mnist_task_dir):
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    traces = []
+
+    def apply(params, images):
+        traces.append(images.shape)  # runs once per compilation, not per call
+        return jnp.mean(images, axis=(1, 2))
+
+    model = Model(apply=apply, resolution=8, name="traced", fingerprint="t")
+    with tfds.testing.mock_data(**MOCK):
+        for split in ("train[:800]", "train[800:1000]", "test"):
+            features.compute_features(model, task, split, data_dir=None, batch_size=32)
+    assert traces == [(32, 8, 8, 3)]

@@ -41,8 +41,24 @@ def normalise(model: Model, images, xp):
     return images
 
 
+# The compiled extractor of the most recent models, so the splits of every task of a run share
+# one compilation (a new jit closure per split would recompile the backbone each time).
+_COMPILED: dict[tuple[int, int], tuple[Model, Callable[[np.ndarray], np.ndarray], int]] = {}
+
+
 def batch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     """A function images → features for a fixed batch size, and that (device-rounded) size."""
+    cached = _COMPILED.get((id(model), batch_size))
+    if cached is not None and cached[0] is model:
+        return cached[1], cached[2]
+    run, size = _build_batch_function(model, batch_size)
+    if len(_COMPILED) >= 4:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[(id(model), batch_size)] = (model, run, size)
+    return run, size
+
+
+def _build_batch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     if not model.jittable:
         return (lambda images: np.asarray(model.apply(model.params, normalise(model, images, np)))), batch_size
     import jax
