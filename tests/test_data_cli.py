@@ -58,3 +58,8 @@ def test_skip_missing_runs_what_is_there(tmp_path, data_dir, capsys):
     code, stdout, _ = _run(args + ["--skip-missing"], capsys)
     assert code == 0 and "skipping cifar100" in stdout
     assert [r["task"] for r in results.read_records(out / "results.jsonl")] == ["lite_digits"]
+
+
+def test_prepare_needs_a_suite_or_tasks(capsys):
+    code, _, err = _run(["data", "prepare"], capsys)
+    assert code == 2 and "--suite" in err

@@ -43,6 +43,9 @@ def status_table(chosen: list[tasks.Task], data_dir: str | None, with_ids: bool)
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.action == "prepare" and not (args.suite or args.tasks):
+        raise UserError("name what to prepare with --suite (e.g. vtab1k) or --tasks; "
+                        "preparing every known dataset would download hundreds of GB")
     chosen = chosen_tasks(args)
     if args.action == "status":
         table = status_table(chosen, args.data_dir, args.ids)
