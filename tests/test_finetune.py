@@ -131,3 +131,24 @@ def test_four_devices_match_one(data_dir, digits_images):
     assert [o["devices"] for o in outputs] == [1, 4]
     np.testing.assert_allclose(outputs[0]["losses"], outputs[1]["losses"], rtol=1e-4)
     np.testing.assert_allclose(outputs[0]["head"], outputs[1]["head"], atol=1e-5)
+
+
+def test_out_of_memory_halves_the_micro_batch(digits_images, monkeypatch):
+    _, (images, labels) = digits_images
+    original_init = finetune.Trainer.__init__
+    fits = {"images": 8}  # pretend the device holds this many images at once
+
+    def limited_device(self, model, num_classes, config):
+        original_init(self, model, num_classes, config)
+        if self.batch // self.accumulation > fits["images"]:
+            def out_of_memory(*args):
+                raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+            self.step = out_of_memory
+
+    monkeypatch.setattr(finetune.Trainer, "__init__", limited_device)
+    config = merge_config("finetune", SMALL)  # batch 32, micro-batch 16
+    trainer = finetune.fitting_trainer(tiny_vit(), 10, config, images, labels)
+    assert (trainer.batch, trainer.accumulation) == (32, 4)  # micro-batch 16 → 8
+    fits["images"] = 0
+    with pytest.raises(UserError, match="cannot be split further"):
+        finetune.fitting_trainer(tiny_vit(), 10, config, images, labels)

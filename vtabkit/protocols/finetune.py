@@ -204,6 +204,36 @@ def train(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: float, s
     return params, losses
 
 
+def _out_of_memory(error: Exception) -> bool:
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def fitting_trainer(model: Model, num_classes: int, config: dict[str, Any], images: np.ndarray,
+                    labels: np.ndarray) -> Trainer:
+    """A `Trainer` whose micro-batch fits the device: on out-of-memory, halve micro_batch_size
+    (more gradient accumulation, the same batch and the same maths) and try again."""
+    micro = int(config["micro_batch_size"])
+    devices = jax.local_device_count()
+    while True:
+        trainer = Trainer(model, num_classes, dict(config, micro_batch_size=micro))
+        params = trainer.init_params()
+        opt_state = jax.device_put(trainer.optimizer.init(params), trainer.replicated)
+        try:  # one real step compiles and runs the largest allocation there is
+            _, _, loss = trainer.step(params, opt_state, *trainer.batch_at(images, labels, 0, 0),
+                                      jnp.float32(0.0), jax.random.key(0))
+            loss.block_until_ready()
+            return trainer
+        except Exception as error:  # XLA reports device OOM as a runtime error with this status
+            smaller = micro // 2
+            if not _out_of_memory(error) or smaller < devices or trainer.batch % smaller or smaller % devices:
+                if _out_of_memory(error):
+                    raise UserError(f"finetune: a micro-batch of {micro} images does not fit the device "
+                                    "memory and cannot be split further; use a smaller model or resolution") from error
+                raise
+            micro = smaller
+
+
 def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any] | None = None,
                    data_dir: str | None = None, work_dir: Path | None = None) -> dict[str, Any]:
     """Sweep on train/val, retrain the best member on train+val, score test.
@@ -219,11 +249,11 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
     if val_split is None:
         raise UserError(f"finetune needs a validation split to choose among the sweep; task {task.id!r} "
                         f"has none in the {regime!r} regime")
-    trainer = Trainer(model, task.num_classes, config)
+    images, labels = load_images(task, train_split, model, data_dir)
+    trainer = fitting_trainer(model, task.num_classes, config, images, labels)
     finished_path = work_dir / "sweep.json" if work_dir else None
     finished = json.loads(finished_path.read_text()) if finished_path and finished_path.exists() else {}
 
-    images, labels = load_images(task, train_split, model, data_dir)
     for lr, steps in members:
         key = f"lr={lr:g},steps={steps}"
         if key in finished:  # done before an interruption
@@ -244,6 +274,7 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
     params, losses = train(trainer, images, labels, best_lr, best_steps, work_dir and work_dir / "final")
     result = {"top1": trainer.accuracy(params, task, test_split, data_dir), "lr": best_lr, "steps": best_steps,
               "sweep": finished, "final_losses": [losses[0], losses[-1]] if losses else None,
-              "batch_size": trainer.batch, "accumulation": trainer.accumulation,
+              "batch_size": trainer.batch, "micro_batch_size": trainer.batch // trainer.accumulation,
+              "accumulation": trainer.accumulation,
               "devices": jax.local_device_count()}
     return result
