@@ -20,6 +20,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vtabkit.builders.offline import OfflineBuilder
+
 IMAGE_SIZE = 64
 MAX_OBJECTS = 6
 NUM_TRAIN, NUM_TEST = 1000, 1000
@@ -98,17 +100,12 @@ def balanced_counts(rng: np.random.Generator, size: int) -> np.ndarray:
     return rng.permutation(np.resize(np.arange(1, MAX_OBJECTS + 1), size))
 
 
-class VtabkitCount(tfds.core.GeneratorBasedBuilder):
+class VtabkitCount(OfflineBuilder, tfds.core.GeneratorBasedBuilder):
     """Rendered counting scenes: 1–6 objects, train 1000 / test 1000."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: 1-6 discs/squares on textured backgrounds, "
                               "balanced counts, 1000 train and 1000 test scenes."}
-    disable_shuffling = True  # records stay in generation order (already random)
-    # Nothing is downloaded, so there are no URL checksums to look up. Saying so also skips
-    # TFDS 4.9's lookup of the checksums file, which imports `importlib_resources`, a package
-    # TFDS only installs on Python < 3.9 (tensorflow/datasets#11212).
-    url_infos = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -12,6 +12,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vtabkit.builders.offline import OfflineBuilder
+
 _SEED = 20170  # fixed: the permutation (hence which digits are train/test) never changes
 NUM_TRAIN = 1000  # the remaining 797 are test
 
@@ -27,18 +29,11 @@ def permutation(num_images: int) -> np.ndarray:
     return np.random.default_rng(_SEED).permutation(num_images)
 
 
-class VtabkitDigits(tfds.core.GeneratorBasedBuilder):
+class VtabkitDigits(OfflineBuilder, tfds.core.GeneratorBasedBuilder):
     """scikit-learn's load_digits as a TFDS dataset (train 1000 / test 797)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: sklearn load_digits, seeded permutation, 1000/797 split."}
-    # Records keep the generation order (already a seeded shuffle), so ``train[:800]`` does not
-    # depend on TFDS's key hashing (TFDS then orders records by their integer key).
-    disable_shuffling = True
-    # Nothing is downloaded, so there are no URL checksums to look up. Saying so also skips
-    # TFDS 4.9's lookup of the checksums file, which imports `importlib_resources`, a package
-    # TFDS only installs on Python < 3.9 (tensorflow/datasets#11212).
-    url_infos = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -24,6 +24,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vtabkit.builders.offline import OfflineBuilder
+
 IMAGE_SIZE = 64
 SHAPES = ("square", "ellipse", "heart")  # label_shape 0, 1, 2 (value_shape 1, 2, 3 as in dSprites)
 SCALES = np.linspace(0.5, 1.0, 6)
@@ -92,17 +94,12 @@ def example(factors: dict[str, int]) -> dict:
     return {"image": image[:, :, None], **factors, **values}
 
 
-class VtabkitDsprites(tfds.core.GeneratorBasedBuilder):
+class VtabkitDsprites(OfflineBuilder, tfds.core.GeneratorBasedBuilder):
     """dSprites factors re-rendered in numpy; i.i.d. uniform samples, train 1000 / test 1000."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: numpy rendering of the dSprites factor grid, "
                               "1000 train and 1000 test i.i.d. samples."}
-    disable_shuffling = True  # records stay in sampling order (already random)
-    # Nothing is downloaded, so there are no URL checksums to look up. Saying so also skips
-    # TFDS 4.9's lookup of the checksums file, which imports `importlib_resources`, a package
-    # TFDS only installs on Python < 3.9 (tensorflow/datasets#11212).
-    url_infos = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         scalar = lambda: tfds.features.Tensor(shape=(), dtype=np.float32)  # noqa: E731
