@@ -20,8 +20,8 @@ import numpy as np
 
 from vtabkit import __version__, data, features, prepare, protocols, results, tasks
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model, create_model, is_model_file, model_factory
-from vtabkit.models.torch_adapter import is_torch_spec, require_flax
+from vtabkit.models.registry import Model, check_model_name, create_model
+from vtabkit.models.torch_adapter import require_flax
 from vtabkit.paths import cache_dir as default_cache_dir
 
 
@@ -124,8 +124,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
         raise UserError(f"settings given for {', '.join(unused)}, which this run does not use; "
                         f"add it to --protocol (running: {', '.join(names)})")
     settings = {name: protocols.merge_config(name, config.protocol_config.get(name)) for name in names}
-    if not is_model_file(config.model) and not is_torch_spec(config.model):
-        model_factory(config.model)  # an unknown name fails here, before any data is read
+    check_model_name(config.model)  # an unknown model fails here, before any data is read
     chosen = check_data(chosen, config, log)
 
     model = create_model(config.model, **config.model_args)

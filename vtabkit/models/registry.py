@@ -85,11 +85,17 @@ def _load_entry_points() -> None:
             _FACTORIES[entry.name] = entry.load()
 
 
-def _factory_from_file(spec: str) -> tuple[Callable[..., Model], str]:
-    path_text, _, attr = spec.rpartition(":")
+def _model_file(name: str) -> tuple[Path, str]:
+    """``path/to/file.py[:factory]`` → (an existing path, the factory's name; default ``model``)."""
+    path_text, _, attr = (name if ".py:" in name else name + ":model").rpartition(":")
     path = Path(path_text)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; use --model path/to/file.py:factory")
+    return path, attr
+
+
+def _factory_from_file(name: str) -> tuple[Callable[..., Model], str]:
+    path, attr = _model_file(name)
     module_spec = importlib.util.spec_from_file_location(f"vtabkit_user_model_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -132,11 +138,19 @@ def _is_torch_spec(name: str) -> bool:
     return is_torch_spec(name)
 
 
+def check_model_name(name: str) -> None:
+    """Fail now, with one line, if ``name`` cannot name a model (without building it)."""
+    if is_model_file(name):
+        _model_file(name)
+    elif not _is_torch_spec(name):
+        model_factory(name)
+
+
 def create_model(name: str, **kwargs: Any) -> Model:
     """Build the model registered as ``name`` (or ``path/to/file.py:factory``)."""
     source_hash = ""
     if is_model_file(name):
-        factory, source_hash = _factory_from_file(name if ":" in name else name + ":model")
+        factory, source_hash = _factory_from_file(name)
     elif _is_torch_spec(name):
         from vtabkit.models.torch_adapter import create_torch_model
 
