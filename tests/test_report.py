@@ -1,6 +1,5 @@
 """The report never averages what must stay apart, and its means are the ones it names."""
 
-import pandas as pd
 import pytest
 
 from vtabkit import report, results

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
 from vtabkit.protocols.common import Number, check_list, check_setting, check_splits
 
