@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from vtabkit import prepare, tasks
+from vtabkit import prepare, source, tasks
 from vtabkit.errors import UserError
 from vtabkit.tasks import Task
 
@@ -248,7 +248,7 @@ def test_split_ids_hash_definition(tmp_path):
 
 
 def test_ids_ignore_the_storage_format():
-    strip = prepare._FORMAT_INFIX.sub
+    strip = source._FORMAT_INFIX.sub
     assert strip("", "clevr-train.array_record-00003-of-00016__41") == "clevr-train-00003-of-00016__41"
     assert strip("", "clevr-train.tfrecord-00003-of-00016__41") == "clevr-train-00003-of-00016__41"
 
@@ -262,15 +262,15 @@ def test_ids_only_decoders_parse_one_scalar(tmp_path):
 
 def test_absolute_ranges():
     sizes = {"train": 24300, "test": 24300}
-    assert prepare.absolute_ranges("train+test[:50%]", sizes) == [("train", 0, 24300), ("test", 0, 12150)]
-    assert prepare.absolute_ranges("test[50%:]", sizes) == [("test", 12150, 24300)]
+    assert source.absolute_ranges("train+test[:50%]", sizes) == [("train", 0, 24300), ("test", 0, 12150)]
+    assert source.absolute_ranges("test[50%:]", sizes) == [("test", 12150, 24300)]
     with pytest.raises(UserError, match="does not fit"):
-        prepare.absolute_ranges("train[24000:24400]", sizes)
+        source.absolute_ranges("train[24000:24400]", sizes)
     with pytest.raises(UserError, match="does not fit"):
-        prepare.absolute_ranges("validation", sizes)
+        source.absolute_ranges("validation", sizes)
 
 
 def test_data_root_of_prepared_and_unprepared_builders(tmp_path):
     prepare.prepare_datasets([TOY], tmp_path, log=lambda line: None)
     for task in (TOY, tasks.get_task("sun397")):  # prepared (read-only builder) / with a config
-        assert prepare.data_root(prepare.open_builder(task, tmp_path)) == Path(tmp_path)
+        assert source.data_root(prepare.open_builder(task, tmp_path)) == Path(tmp_path)

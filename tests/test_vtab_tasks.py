@@ -23,7 +23,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vtabkit import prepare, tasks
+from vtabkit import prepare, source, tasks
 
 VTAB1K = ("caltech101", "cifar100", "dtd", "flowers102", "pets", "sun397", "svhn",
           "camelyon", "eurosat", "resisc45", "retinopathy",
@@ -146,7 +146,7 @@ def _sizes(task: tasks.Task) -> dict[str, int]:
 
 
 def _ranges(task: tasks.Task, split_name: str) -> list[tuple[str, int, int]]:
-    return prepare.absolute_ranges(task.splits[split_name], _sizes(task))
+    return source.absolute_ranges(task.splits[split_name], _sizes(task))
 
 
 def _count(ranges: list[tuple[str, int, int]]) -> int:
@@ -520,7 +520,7 @@ def test_official_splits_and_classes_match(task_id, official):
     assert set(data._tfds_splits) == set(task.splits)
     for name, official_split in data._tfds_splits.items():
         ours = _ranges(task, name)
-        assert prepare.absolute_ranges(str(official_split), _sizes(task)) == ours, name
+        assert source.absolute_ranges(str(official_split), _sizes(task)) == ours, name
         assert data.get_num_samples(name) == _count(ours), name
     name, pattern = requested.split(":")
     assert name == task.dataset_name

@@ -16,7 +16,8 @@ RUN_EXAMPLE = """example:
   vtabkit run --model augreg_vit_b16 --model-arg checkpoint=/path/to/B_16.npz --suite vtab1k
 """
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
-REPORT_EXAMPLE = "example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
+REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
+                  "  vtabkit report runs/lite --verify\n")
 DATA_EXAMPLE = "example:\n  vtabkit data status --suite vtab1k --data-dir ~/tfds\n  vtabkit data prepare --suite vtab1k\n"
 
 
@@ -49,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, help="feature cache (default: ~/.cache/vtabkit/features)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     run.add_argument("--tasks-dir", action="append", dest="tasks_dirs", help="extra folder of task YAML")
-    run.add_argument("--regime", choices=["1k", "full"], help="data regime (default: the suite's)")
+    run.add_argument("--regime", help="data regime, or several comma-separated (each its own cells): "
+                     "1k, full, first:N (first N train examples), per_class:K (K per class, seeded); "
+                     "default: the suite's")
     run.add_argument("--batch-size", type=int, default=256, help="images per model call")
     run.add_argument("--skip-missing", action="store_true", help="run the tasks whose data is present")
     run.add_argument("--set", action="append", dest="overrides", default=[], metavar="PROTOCOL.KEY=VALUE",
@@ -69,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
                         help="one or more run directories (e.g. the shards of one sweep)")
     report.add_argument("--format", default="md", choices=["md", "csv", "latex"])
+    report.add_argument("--verify", action="store_true",
+                        help="recompute every record's metrics from its per-example predictions and "
+                             "exit non-zero on any difference")
 
     data_cmd = sub.add_parser("data", help="dataset status and preparation", epilog=DATA_EXAMPLE,
                               formatter_class=formatter)
@@ -165,8 +171,15 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from vtabkit.report import render
+    from vtabkit.report import render, verify
 
+    if args.verify:
+        checked, problems = verify(args.run_dirs)
+        if problems:
+            raise UserError(f"{len(problems)} of the recorded scores do not match their predictions; "
+                            f"first: {problems[0]}")
+        print(f"verified {checked} record(s): every metric recomputed from its predictions matches")
+        return
     print(render(args.run_dirs, args.format))
 
 

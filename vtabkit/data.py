@@ -1,8 +1,9 @@
-"""The one data path every task takes: TFDS split → preprocess → resize → fixed-size batches.
+"""The one data path every view takes: TFDS split → preprocess → resize → fixed-size batches.
 
-TensorFlow is used only for tf.data/TFDS and is kept off accelerators, so JAX owns them.
-Every example is yielded: the last partial batch is padded to the fixed batch size and comes
-with a mask, so the model keeps one compiled shape and no test example is dropped.
+Every example is yielded with its id (the TFDS ``tfds_id``, format infix dropped): the last
+partial batch is padded to the fixed batch size and comes with a mask, so the model keeps one
+compiled shape and no example is dropped. Targets come as the view declares them (see
+`targets_array` for their host form).
 """
 
 from __future__ import annotations
@@ -11,84 +12,107 @@ from typing import Iterator
 
 import numpy as np
 
-from vtabkit import prepare
+from vtabkit import prepare, source
 from vtabkit.errors import UserError
-from vtabkit.tasks import Task
+from vtabkit.tasks import View
 
 
-def _tf():
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # deprecation chatter from inside TFDS, not for our users
-    # Hide accelerators from TensorFlow before it touches them; JAX needs their memory.
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # already initialised; devices were hidden on the first call
-        pass
-    return tf
-
-
-def builder(task: Task, data_dir: str | None):
-    """The TFDS builder of ``task``'s pinned dataset; vtabkit's own ones prepare on first use."""
-    _tf()
-    dataset_builder = prepare.open_builder(task, data_dir)
-    if task.dataset_name.startswith(prepare.OWN_PREFIX) and not prepare.is_prepared(dataset_builder):
+def builder(view: View, data_dir: str | None):
+    """The TFDS builder of ``view``'s pinned dataset; vtabkit's own ones prepare on first use."""
+    dataset_builder = source.open_builder(view.dataset, data_dir)
+    if source.is_own(view.dataset) and not source.is_prepared(dataset_builder):
         dataset_builder.download_and_prepare()
     return dataset_builder
 
 
-def num_examples(task: Task, split: str, data_dir: str | None) -> int | None:
-    """How many examples the TFDS split string ``split`` selects (None when unknown)."""
-    splits = builder(task, data_dir).info.splits
+def num_examples(view: View, data_dir: str | None) -> int | None:
+    """How many examples the view's split string selects (None when unknown)."""
+    splits = builder(view, data_dir).info.splits
     if not splits:  # no split metadata (e.g. a mocked builder in tests)
         return None
     # info.splits resolves one slice at a time; "a+b" is a union of parts.
-    return sum(splits[part.strip()].num_examples for part in split.split("+"))
+    return sum(splits[part.strip()].num_examples for part in view.split.split("+"))
 
 
-def read_split(task: Task, split: str, data_dir: str | None, **as_dataset_kwargs):
-    """The tf.data.Dataset of ``split`` in TFDS record order (no shuffling)."""
-    import tensorflow_datasets as tfds
-
-    dataset_builder = builder(task, data_dir)
-    read_config = as_dataset_kwargs.pop("read_config", tfds.ReadConfig(try_autocache=False))
+def read_split(view: View, data_dir: str | None, **as_dataset_kwargs):
+    """The tf.data.Dataset of the view's split in TFDS record order (no shuffling), with ids."""
+    tfds = source.tfds()
+    dataset_builder = builder(view, data_dir)
+    read_config = tfds.ReadConfig(add_tfds_id=True, try_autocache=False)
     try:
-        return dataset_builder.as_dataset(split=split, shuffle_files=False, read_config=read_config,
+        return dataset_builder.as_dataset(split=view.split, shuffle_files=False, read_config=read_config,
                                           **as_dataset_kwargs)
     except (AssertionError, FileNotFoundError) as error:  # what TFDS raises for unprepared data
-        raise UserError(f"task {task.id!r}: {prepare.missing_fix(task, data_dir)}") from error
+        raise UserError(f"{view.dataset}: {prepare.missing_dataset_fix(view.dataset, data_dir)}") from error
 
 
-def batches(task: Task, split: str, *, resolution: int, batch_size: int,
-            data_dir: str | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield ``(images, labels, mask)`` with images float32 ``(B, R, R, 3)`` in [0, 255].
+def _padded(array: np.ndarray, size: int) -> np.ndarray:
+    if len(array) == size:
+        return array
+    return np.concatenate([array, np.zeros((size - len(array), *array.shape[1:]), array.dtype)])
 
-    ``B`` is always ``batch_size``; padded rows have mask 0 and must be ignored.
+
+def batches(view: View, *, resolution: int, batch_size: int,
+            data_dir: str | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(images, targets, ids, mask)`` with images float32 ``(B, R, R, 3)`` in [0, 255].
+
+    ``B`` is always ``batch_size``; padded rows have mask 0 and must be ignored. Targets are int64
+    labels (``single``) or multi-hot uint8 rows (``multi``, ``set``); ids are str.
     Order is the TFDS record order of the split (deterministic; no shuffling).
     """
-    tf = _tf()
-    import tensorflow_datasets as tfds
-
-    dataset = read_split(task, split, data_dir)
+    tf = source.tf()
+    tfds = source.tfds()
 
     def to_model_input(example):
-        item = task.preprocess(example)
+        item = view.preprocess(example)
         # Bilinear resize to the model's square input, aspect ratio not kept (as VTAB does).
         image = tf.image.resize(item["image"], (resolution, resolution), method="bilinear")
-        return tf.cast(image, tf.float32), item["label"]
+        return tf.cast(image, tf.float32), item["label"], example["tfds_id"]
 
+    dataset = read_split(view, data_dir)
     dataset = dataset.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    for images, labels in tfds.as_numpy(dataset):
-        count = len(labels)
+    for images, targets, ids in tfds.as_numpy(dataset):
         mask = np.zeros(batch_size, dtype=bool)
-        mask[:count] = True
-        if count < batch_size:
-            images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]), images.dtype)])
-            labels = np.concatenate([labels, np.zeros(batch_size - count, labels.dtype)])
-        yield images, labels, mask
+        mask[:len(ids)] = True
+        ids = np.array([source.example_id(value) for value in ids] + [""] * (batch_size - len(ids)))
+        yield _padded(images, batch_size), _padded(targets, batch_size), ids, mask
 
 
-def prepared_version(task: Task, data_dir: str | None) -> str:
+def read_targets(view: View, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, ids)`` of every example of the view, without decoding any image."""
+    tf = source.tf()
+    tfds = source.tfds()
+    dataset_builder = builder(view, data_dir)
+    images = [name for name, feature in dataset_builder.info.features.items()
+              if isinstance(feature, (tfds.features.Image, tfds.features.Video))]
+    decoders = {name: tfds.decode.SkipDecoding() for name in images}
+    dataset = read_split(view, data_dir, decoders=decoders)
+    dataset = dataset.map(lambda example: (view.target_of(example), example["tfds_id"]),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1024)
+    targets, ids = [], []
+    for batch_targets, batch_ids in tfds.as_numpy(dataset):
+        targets.append(batch_targets)
+        ids.extend(source.example_id(value) for value in batch_ids)
+    empty = np.zeros((0,) if view.target == "single" else (0, view.num_classes), np.int64)
+    return targets_array(np.concatenate(targets) if targets else empty, view.target), np.array(ids, dtype=str)
+
+
+def targets_array(raw: np.ndarray, target: str) -> np.ndarray:
+    """Targets in their host form: int64 labels (single), uint8 multi-hot rows (multi), or
+    label sets as int64 rows padded with -1 (set; an empty set is a row of -1)."""
+    if target == "single":
+        return raw.astype(np.int64)
+    if target == "multi":
+        return raw.astype(np.uint8)
+    width = max(int(raw.sum(axis=1).max()) if len(raw) else 1, 1)
+    sets = np.full((len(raw), width), -1, np.int64)
+    rows, columns = np.nonzero(raw)
+    positions = np.arange(len(rows)) - np.searchsorted(rows, rows)  # place within the row
+    sets[rows, positions] = columns
+    return sets
+
+
+def prepared_version(view: View, data_dir: str | None) -> str:
     """The version of the prepared TFDS dataset actually read."""
-    return str(builder(task, data_dir).info.version)
+    return str(builder(view, data_dir).info.version)

@@ -1,11 +1,17 @@
-"""Frozen features: extract once per (model, task, split, preprocessing), cache on disk.
+"""Frozen features: extract once per (model, data view), cache on disk with example ids.
 
 Extraction is jit-compiled with one fixed batch shape (the last batch is padded, never
-dropped) and sharded over all local devices along the batch axis.
+dropped) and sharded over all local devices along the batch axis. The cache is keyed by what
+determines the features — the model fingerprint and the *images* of a view (dataset:version,
+split string, image key and scaling) through the model's preprocessing — not by the task, so
+two tasks that read the same images share one entry. Targets are stored apart, keyed by the
+view's label rule: tasks with other labels on the same images (clevr_count, clevr_dist) reuse
+the features and only read their labels (no image decoded).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,18 +24,37 @@ import numpy as np
 from vtabkit import data
 from vtabkit.errors import UserError
 from vtabkit.models.registry import Model
-from vtabkit.tasks import Task
+from vtabkit.tasks import View
 
-FORMAT_VERSION = 1  # bump when the stored layout or the extraction semantics change
+FORMAT_VERSION = 2  # bump when the stored layout or the extraction semantics change
 
 
-def cache_key(model: Model, task: Task, split: str) -> str:
-    """Changes whenever the model weights, the task definition, the split or the input change."""
+def _key(facts: dict) -> str:
     from vtabkit import __version__
 
-    facts = {"model": model.fingerprint, "task": task.hash, "dataset": task.tfds_name, "split": split,
-             "preprocessing": model.preprocessing(), "format": FORMAT_VERSION, "vtabkit": __version__}
+    facts = dict(facts, format=FORMAT_VERSION, vtabkit=__version__)
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_key(model: Model, view: View) -> str:
+    """Changes whenever the model weights, the images read or the model's input change."""
+    return _key({"model": model.fingerprint, "images": view.images_facts(),
+                 "preprocessing": model.preprocessing()})
+
+
+def labels_key(view: View) -> str:
+    """Changes whenever the examples read or the rule that makes their targets change."""
+    return _key({"labels": view.labels_facts()})
+
+
+@dataclasses.dataclass
+class ViewData:
+    """What a view gives a protocol: features (None until computed), targets and example ids."""
+
+    features: np.ndarray | None
+    targets: np.ndarray
+    ids: np.ndarray
+    from_cache: bool = False
 
 
 def normalise(model: Model, images, xp):
@@ -89,17 +114,18 @@ def _check_output(model: Model, features, batch_size: int) -> np.ndarray:
     return features
 
 
-def compute_features(model: Model, task: Task, split: str, *, data_dir: str | None,
-                     batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model over every example of ``split``; returns ``(features float32, labels int64)``."""
+def compute_features(model: Model, view: View, *, data_dir: str | None, batch_size: int = 256,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the model over every example of ``view``: ``(features float32, targets, ids)``."""
     from tqdm import tqdm
 
     run, batch_size = batch_function(model, batch_size)
-    total = data.num_examples(task, split, data_dir)
-    chunks, labels = [], []
-    with tqdm(total=total, desc=f"{task.id} {split}", unit="img", disable=not progress, leave=False) as bar:
-        for images, batch_labels, mask in data.batches(task, split, resolution=model.resolution,
-                                                       batch_size=batch_size, data_dir=data_dir):
+    total = data.num_examples(view, data_dir)
+    chunks, targets, ids = [], [], []
+    name = f"{view.dataset.split(':')[0]} {view.split}"
+    with tqdm(total=total, desc=name, unit="img", disable=not progress, leave=False) as bar:
+        for images, batch_targets, batch_ids, mask in data.batches(view, resolution=model.resolution,
+                                                                   batch_size=batch_size, data_dir=data_dir):
             try:
                 outputs = run(images)
             except Exception as error:  # the model's own code failed on a real batch
@@ -107,38 +133,73 @@ def compute_features(model: Model, task: Task, split: str, *, data_dir: str | No
                                 f"{images.shape[1:]}: {type(error).__name__}: {str(error).splitlines()[0]}") from error
             features = _check_output(model, outputs, batch_size)
             chunks.append(features[mask].astype(np.float32))
-            labels.append(batch_labels[mask].astype(np.int64))
+            targets.append(batch_targets[mask])
+            ids.append(batch_ids[mask])
             bar.update(int(mask.sum()))
     features = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    labels = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+    raw = np.concatenate(targets) if targets else np.zeros((0,) if view.target == "single" else (0, view.num_classes))
     if not np.isfinite(features).all():
         bad = int((~np.isfinite(features)).any(axis=1).sum())
         raise UserError(f"model {model.name!r} returned NaN or inf features for {bad} of {len(features)} "
-                        f"images of {task.id} {split}; check its weights and input range")
-    return features, labels
+                        f"images of {name}; check its weights and input range")
+    return features, data.targets_array(raw, view.target), np.concatenate(ids) if ids else np.zeros(0, str)
 
 
-def load_or_compute(model: Model, task: Task, split: str, *, data_dir: str | None,
-                    cache_dir: Path | None, batch_size: int = 256,
-                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Cached `compute_features`: reads ``cache_dir/<key>.npz`` or computes and stores it."""
-    if cache_dir is None:
-        return compute_features(model, task, split, data_dir=data_dir, batch_size=batch_size, progress=progress)
-    path = Path(cache_dir) / f"{task.id}-{cache_key(model, task, split)}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as stored:
-                return stored["features"], stored["labels"]
-        except (OSError, ValueError, KeyError, EOFError):  # damaged entry: compute it again
-            path.unlink(missing_ok=True)
-    features, labels = compute_features(model, task, split, data_dir=data_dir,
-                                        batch_size=batch_size, progress=progress)
+def _read(path: Path, *names: str) -> tuple[np.ndarray, ...] | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return tuple(stored[name] for name in names)
+    except (OSError, ValueError, KeyError, EOFError):  # damaged entry: compute it again
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _write(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write to a temporary file and rename, so a crash never leaves a half-written cache entry.
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "wb") as stream:
-        np.savez(stream, features=features, labels=labels)
+        np.savez(stream, **arrays)
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temporary, path)
-    return features, labels
+
+
+def _entry(cache_dir: Path, kind: str, view: View, key: str) -> Path:
+    dataset = view.dataset.split(":")[0].replace("/", "_")
+    return Path(cache_dir) / f"{dataset}-{kind}-{key}.npz"
+
+
+def load_targets(view: View, *, data_dir: str | None, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, ids)`` of ``view`` from the cache, or from a label-only pass over the data."""
+    path = None if cache_dir is None else _entry(cache_dir, "labels", view, labels_key(view))
+    stored = None if path is None else _read(path, "targets", "ids")
+    if stored is not None:
+        return stored
+    targets, ids = data.read_targets(view, data_dir)
+    if path is not None:
+        _write(path, targets=targets, ids=ids)
+    return targets, ids
+
+
+def load_or_compute(model: Model, view: View, *, data_dir: str | None, cache_dir: Path | None,
+                    batch_size: int = 256, progress: bool = False) -> ViewData:
+    """Cached `compute_features`: features from the cache when the images were seen before."""
+    cacheable = cache_dir is not None and getattr(model, "cacheable", True)
+    features_path = _entry(cache_dir, "features", view, cache_key(model, view)) if cacheable else None
+    labels_path = _entry(cache_dir, "labels", view, labels_key(view)) if cacheable else None
+    stored = None if features_path is None else _read(features_path, "features", "ids")
+    if stored is not None:
+        features, ids = stored
+        targets, target_ids = load_targets(view, data_dir=data_dir, cache_dir=cache_dir)
+        if np.array_equal(ids, target_ids):
+            return ViewData(features, targets, ids, from_cache=True)
+        features_path.unlink(missing_ok=True)  # the prepared data changed under the cache
+    features, targets, ids = compute_features(model, view, data_dir=data_dir, batch_size=batch_size,
+                                              progress=progress)
+    if features_path is not None:
+        _write(features_path, features=features, ids=ids)
+        _write(labels_path, targets=targets, ids=ids)
+    return ViewData(features, targets, ids)

@@ -13,16 +13,16 @@ Mistakes the user can fix come back as one-line `UserError`s (status reports the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from vtabkit import source
 from vtabkit.errors import UserError
+from vtabkit.source import absolute_ranges, data_root, first_line, is_prepared, split_sizes
 from vtabkit.tasks import Task
 
-OWN_PREFIX = "vtabkit_"
 
 # Modules TFDS builders import lazily while *preparing* (reading needs none of them). Checked
 # before a download starts, so nobody downloads 30 GB to learn that OpenCV is missing.
@@ -48,68 +48,22 @@ FAILED = "failed"
 _GOOD = (READY, PREPARED)
 
 
-def _tfds():
-    """tensorflow_datasets, with TensorFlow kept off accelerators (JAX owns them)."""
-    from vtabkit.data import _tf
-
-    _tf()
-    import tensorflow_datasets as tfds
-
-    return tfds
-
-
 def _base_name(task: Task) -> str:
     """TFDS builder name without config or version (``eurosat/rgb`` → ``eurosat``)."""
     return task.dataset_name.split("/")[0]
 
 
 def _is_own(task: Task) -> bool:
-    return task.dataset_name.startswith(OWN_PREFIX)
+    return source.is_own(task.tfds_name)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+def open_builder(task: Task, data_dir: str | Path | None):
+    """The TFDS builder of ``task``'s pinned dataset (prepared or not); errors name the task."""
+    return source.open_builder(task.tfds_name, data_dir, f"task {task.id!r}")
 
 
 def _data_dir_flag(data_dir: str | Path | None) -> str:
     return f" --data-dir {data_dir}" if data_dir else ""
-
-
-def open_builder(task: Task, data_dir: str | Path | None):
-    """The TFDS builder of ``task``'s pinned dataset (prepared or not).
-
-    Raises `UserError` when TFDS does not know the dataset or the pinned version.
-    """
-    tfds = _tfds()
-    if _is_own(task):
-        try:
-            import vtabkit.builders  # noqa: F401  (registers vtabkit's own TFDS builders)
-        except ImportError as error:
-            raise UserError(f"task {task.id!r}: vtabkit's own dataset builders cannot be imported "
-                            f"({_first_line(error)}); reinstall vtabkit") from None
-    try:
-        return tfds.builder(task.dataset_name, version=task.dataset_version,
-                            data_dir=str(data_dir) if data_dir else None)
-    except tfds.core.DatasetNotFoundError:
-        raise UserError(f"task {task.id!r}: tensorflow-datasets {tfds.__version__} has no dataset "
-                        f"{task.dataset_name!r}; check the task's `dataset` field or upgrade "
-                        "tensorflow-datasets") from None
-    except Exception as error:  # TFDS raises AssertionError/ValueError for unknown versions/configs
-        message = _first_line(error)
-        offered = re.search(r"only: (.+?)\.?$", message)
-        if offered:
-            raise UserError(f"task {task.id!r}: tensorflow-datasets {tfds.__version__} cannot load "
-                            f"{task.dataset_name} at version {task.dataset_version} (it offers "
-                            f"{offered.group(1).strip()}); install a tensorflow-datasets release "
-                            "that has it, or place a prepared copy in the data dir") from None
-        raise UserError(f"task {task.id!r}: TFDS cannot open {task.tfds_name} "
-                        f"({type(error).__name__}: {message})") from None
-
-
-def is_prepared(builder) -> bool:
-    """Whether TFDS has written this builder's version under its data dir."""
-    return bool(builder.is_prepared())
 
 
 def generation_problem(builder) -> str | None:
@@ -133,17 +87,6 @@ def generation_problem(builder) -> str | None:
         return (f"tensorflow-datasets {tfds.__version__} can read {builder.name}:{version} but only "
                 f"generates {', '.join(generatable)}")
     return None
-
-
-def data_root(builder) -> Path:
-    """The data dir that holds ``builder``'s dataset.
-
-    Derived from the dataset folder (``<root>/<name>[/<config>]/<version>``) because TFDS opens a
-    prepared dataset as a read-only builder whose ``data_dir_root`` is that folder itself.
-    """
-    data_path = Path(str(builder.data_path))
-    depth = len(str(builder.info.full_name).split("/"))  # name[/config]/version
-    return data_path.parents[depth - 1]
 
 
 def manual_dir(builder) -> Path:
@@ -180,28 +123,6 @@ def _pip_command(modules: list[str]) -> str:
     return "pip install " + " ".join(_PIP_NAMES.get(name, name) for name in modules)
 
 
-def split_sizes(builder) -> dict[str, int]:
-    """Examples per TFDS split of a prepared builder."""
-    return {name: int(info.num_examples) for name, info in builder.info.splits.items()}
-
-
-def absolute_ranges(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
-    """The TFDS split string ``split`` as half-open example ranges ``(tfds_split, start, end)``.
-
-    Resolved exactly as TFDS does (``tfds.core.ReadInstruction``, percent slices rounded to the
-    closest example), against ``sizes`` (examples per TFDS split).
-    """
-    tfds = _tfds()
-    infos = {name: tfds.core.SplitInfo(name=name, shard_lengths=[count], num_bytes=0)
-             for name, count in sizes.items()}
-    try:
-        instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
-    except (ValueError, AssertionError) as error:
-        raise UserError(f"split {split!r} does not fit TFDS splits {sizes}: {_first_line(error)}") from None
-    return [(part.splitname, part.from_ or 0, sizes[part.splitname] if part.to is None else part.to)
-            for part in instructions]
-
-
 def _other_versions(builder) -> list[str]:
     """Other versions of the same dataset/config already prepared in the data dir."""
     folder = Path(builder.data_path).parent
@@ -234,6 +155,19 @@ def missing_fix(task: Task, data_dir: str | Path | None) -> str:
     return _fix(task, open_builder(task, data_dir), data_dir)
 
 
+def missing_dataset_fix(dataset: str, data_dir: str | Path | None) -> str:
+    """One line for a pinned dataset that no task names as its own (e.g. an eval set's)."""
+    builder = source.open_builder(dataset, data_dir)
+    problem = generation_problem(builder)
+    if problem:
+        return f"{problem}; copy a prepared {dataset} into {data_root(builder)}"
+    if needs_manual_download(builder):
+        steps = " ".join(str(builder.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
+        return f"{dataset} needs a manual download: {steps}"
+    return (f"{dataset} is not prepared in {data_root(builder)}; run `vtabkit data prepare --tasks "
+            f"TASK{_data_dir_flag(data_dir)}` for a task that reads it")
+
+
 def dataset_status(task: Task, data_dir: str | Path | None) -> dict[str, Any]:
     """What is known about ``task``'s dataset in ``data_dir``; never raises for user mistakes.
 
@@ -244,7 +178,7 @@ def dataset_status(task: Task, data_dir: str | Path | None) -> dict[str, Any]:
     ``task_splits`` (examples per task split, None when unknown), ``problem`` (one line or
     None) and ``fix`` (one line or None).
     """
-    tfds = _tfds()
+    tfds = source.tfds()
     status: dict[str, Any] = {
         "task": task.id, "dataset": task.tfds_name, "version": task.dataset_version,
         "data_dir": str(data_dir) if data_dir else None, "prepared": False,
@@ -283,9 +217,16 @@ def missing_datasets(tasks: Iterable[Task], data_dir: str | Path | None) -> list
     missing = []
     for task in tasks:
         status = dataset_status(task, data_dir)
-        if status["prepared"] or (status["own_builder"] and status["problem"] is None):
+        if not (status["prepared"] or (status["own_builder"] and status["problem"] is None)):
+            missing.append((task, status["fix"] or status["problem"]))
             continue
-        missing.append((task, status["fix"] or status["problem"]))
+        for dataset in task.datasets[1:]:  # eval sets on other datasets
+            try:
+                builder = source.open_builder(dataset, data_dir, f"task {task.id!r}")
+                if not (is_prepared(builder) or source.is_own(dataset)):
+                    missing.append((task, missing_dataset_fix(dataset, data_dir)))
+            except UserError as error:
+                missing.append((task, str(error)))
     return missing
 
 
@@ -311,7 +252,7 @@ class PrepareSummary:
 
 def _prepare_one(task: Task, data_dir: str | Path | None, log: Callable[[str], None]) -> tuple[str, str]:
     """Prepare one dataset (via the first task that names it); returns ``(status, detail)``."""
-    tfds = _tfds()
+    tfds = source.tfds()
     try:
         builder = open_builder(task, data_dir)
     except UserError as error:
@@ -337,7 +278,7 @@ def _prepare_one(task: Task, data_dir: str | Path | None, log: Callable[[str], N
     try:
         builder.download_and_prepare(download_config=config)
     except Exception as error:  # network, disk, corrupt archive...: report it and go on
-        return FAILED, f"{type(error).__name__}: {_first_line(error)}"
+        return FAILED, f"{type(error).__name__}: {first_line(error)}"
     return PREPARED, ""
 
 
@@ -375,10 +316,6 @@ def _ids_only_decoders(features) -> Any:
     return {name: tfds.decode.SkipDecoding() for name in features.keys()}
 
 
-# `clevr-train.tfrecord-00003-of-00016__41`: the file format is not part of an example's identity.
-_FORMAT_INFIX = re.compile(r"\.[A-Za-z_]+(?=-\d+-of-\d+__\d+$)")
-
-
 def split_ids_hash(task: Task, split_name: str, data_dir: str | Path | None) -> str:
     """Short sha256 (16 hex digits) of the TFDS example ids that task split ``split_name`` selects.
 
@@ -393,7 +330,7 @@ def split_ids_hash(task: Task, split_name: str, data_dir: str | Path | None) -> 
     if split_name not in task.splits:
         raise UserError(f"task {task.id!r} has no split {split_name!r}; "
                         f"it has {', '.join(task.splits)}")
-    tfds = _tfds()
+    tfds = source.tfds()
     builder = open_builder(task, data_dir)
     if not is_prepared(builder):
         if not _is_own(task):
@@ -404,7 +341,5 @@ def split_ids_hash(task: Task, split_name: str, data_dir: str | Path | None) -> 
     dataset = builder.as_dataset(split=task.splits[split_name], shuffle_files=False,
                                  read_config=read_config,
                                  decoders=_ids_only_decoders(builder.info.features))
-    digest = hashlib.sha256()
-    for example_id in dataset.map(lambda example: example["tfds_id"]).as_numpy_iterator():
-        digest.update(_FORMAT_INFIX.sub("", example_id.decode()).encode() + b"\n")
-    return digest.hexdigest()[:16]
+    ids = dataset.map(lambda example: example["tfds_id"]).as_numpy_iterator()
+    return source.ids_hash(source.example_id(tfds_id) for tfds_id in ids)

@@ -1,6 +1,8 @@
 """`vtabkit report`: per-task scores, family means and the overall mean of a run directory.
 
-Scores are top-1 in percent, averaged over seeds (with ± std when a cell has several seeds).
+Scores are each eval set's primary metric (top-1 unless the task says otherwise) in percent,
+averaged over seeds (with ± std when a cell has several seeds). A task's extra eval sets get
+rows of their own (``task / eval set``); family and overall means use each task's ``test``.
 The overall mean is the unweighted mean over tasks (as VTAB defines it), *not* the mean of
 the family means; family means are a labelled breakdown.
 """
@@ -11,32 +13,82 @@ from pathlib import Path
 
 import pandas as pd
 
+import numpy as np
+
 from vtabkit import results
 from vtabkit.errors import UserError
 
 FORMATS = ("md", "csv", "latex")
 
 
-def load_frame(run_dirs: Path | list[Path]) -> pd.DataFrame:
-    """One row per record of one or more run directories (a record found twice counts once)."""
+def load_records(run_dirs: Path | list[Path]) -> list[tuple[Path, dict]]:
+    """Every record of one or more run directories, in the current schema's shape, with the run
+    directory it came from (a record found twice counts once)."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     records, seen = [], set()
     for run_dir in run_dirs:
-        path = Path(run_dir) / results.RESULTS_FILE
         if not Path(run_dir).is_dir():
             raise UserError(f"run directory {run_dir} does not exist; pass the --out of a `vtabkit run`")
-        for record in results.read_records(path):
+        for record in results.read_records(Path(run_dir) / results.RESULTS_FILE):
+            record = results.upgraded(record)
             if results.cell_key(record) not in seen:
                 seen.add(results.cell_key(record))
-                records.append(record)
+                records.append((Path(run_dir), record))
     if not records:
         raise UserError(f"no results in {', '.join(map(str, run_dirs))} yet; run `vtabkit run ... --out DIR` first")
-    frame = pd.DataFrame([{"model": r["model"], "task": r["task"], "family": r["family"],
-                           "protocol": r["protocol"], "setting": r["setting"], "seed": r["seed"],
-                           "fingerprint": r.get("model_fingerprint", ""), "regime": r.get("regime", ""),
-                           "config": r.get("config_hash", ""), "task_hash": r.get("task_hash", ""),
-                           "top1": 100.0 * r["metrics"]["top1"]} for r in records])
-    return _disambiguate(frame)
+    return records
+
+
+def load_frame(run_dirs: Path | list[Path]) -> pd.DataFrame:
+    """One row per record of one or more run directories."""
+    rows = []
+    for _, r in load_records(run_dirs):
+        value = r["metrics"].get(r["primary_metric"])
+        main = r.get("eval", {}).get("main", True)  # the task's first eval set counts in the means
+        task = r["task"] if main else f"{r['task']} / {r['eval_set']}"
+        rows.append({"model": r["model"], "task": task, "family": r["family"], "protocol": r["protocol"],
+                     "setting": r["setting"], "seed": r["seed"], "eval_set": r["eval_set"],
+                     "metric": r["primary_metric"], "main": main, "fingerprint": r.get("model_fingerprint", ""),
+                     "regime": r.get("regime", ""), "config": r.get("config_hash", ""),
+                     "task_hash": r.get("task_hash", ""),
+                     "top1": None if value is None else 100.0 * value})
+    return _disambiguate(pd.DataFrame(rows))
+
+
+def verify(run_dirs: Path | list[Path]) -> tuple[int, list[str]]:
+    """Recompute every metric of every record from its predictions file.
+
+    Returns (records checked, one line per disagreement). Schema-1 records have no predictions
+    and are not counted. A missing or altered predictions file is a disagreement.
+    """
+    from vtabkit import metadata, predictions
+    from vtabkit.errors import UserError as Error
+
+    checked, problems = 0, []
+    for run_dir, record in load_records(run_dirs):
+        if not record.get("predictions"):
+            continue
+        checked += 1
+        where = f"{record['task']} / {record['eval_set']} / {record['protocol']} {record['setting']} seed {record['seed']}"
+        try:
+            stored = predictions.load(run_dir / record["predictions"]["path"], record["predictions"]["sha256"])
+            groups = None
+            meta = record.get("eval", {}).get("metadata")
+            specs = list(record["metrics"])
+            if meta:
+                columns = sorted({spec.partition("@")[2] for spec in specs if "@" in spec})
+                groups, _ = metadata.join(Path(meta["path"]), meta["id_column"], stored["ids"], columns)
+            values, _ = predictions.recompute(specs, stored, metadata=groups)
+        except Error as error:
+            problems.append(f"{where}: {error}")
+            continue
+        for name, claimed in record["metrics"].items():
+            again = values.get(name)
+            if claimed is None and again is not None and not np.isfinite(again):
+                continue  # stored as null: not a finite number
+            if claimed is None or again is None or abs(again - claimed) > 1e-6:
+                problems.append(f"{where}: {name} recorded {claimed}, recomputed {again}")
+    return checked, problems
 
 
 def _disambiguate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -64,10 +116,12 @@ def score_table(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.assign(column=frame["model"] + " / " + frame["protocol"] + " / " + frame["setting"])
     per_task = frame.groupby(["family", "task", "column"])["top1"].mean().unstack("column")
     per_task = per_task.sort_index()
+    main_tasks = set(frame.loc[frame["main"], "task"])
+    averaged = per_task[per_task.index.get_level_values("task").isin(main_tasks)]
     rows = [per_task]
-    for family, block in per_task.groupby(level="family"):
+    for family, block in averaged.groupby(level="family"):
         rows.append(_mean_row(block, ("mean", f"{family} ({len(block)} tasks)")))
-    rows.append(_mean_row(per_task, ("mean", f"all ({len(per_task)} tasks)")))
+    rows.append(_mean_row(averaged, ("mean", f"all ({len(averaged)} tasks)")))
     return pd.concat(rows)
 
 
@@ -94,7 +148,8 @@ def render(run_dirs: Path | list[Path], output_format: str = "md") -> str:
         return table.to_csv()
     if output_format == "latex":
         return table.to_latex(na_rep="--", float_format="%.1f")
-    text = ["Top-1 accuracy (%), mean over seeds. 'mean / all' is the unweighted mean over tasks; "
+    metric_names = ", ".join(dict.fromkeys(frame["metric"]))
+    text = [f"Primary metric ({metric_names}) in %, mean over seeds. 'mean / all' is the unweighted mean over tasks; "
             "family rows are means over that family's tasks. Empty: not every task has a result.", "",
             table.to_markdown(floatfmt=".1f")]
     if len(spread):

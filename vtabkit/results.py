@@ -18,7 +18,10 @@ from typing import Any, Iterable
 from vtabkit.errors import UserError
 
 RESULTS_FILE = "results.jsonl"
-CELL_FIELDS = ("model_fingerprint", "task", "task_hash", "regime", "protocol", "setting", "seed", "config_hash")
+PREDICTIONS_DIR = "predictions"  # per-example predictions, one file per record, beside results.jsonl
+SCHEMA_VERSION = 2  # 1: one record per cell, `top1` only, no eval sets or predictions
+CELL_FIELDS = ("model_fingerprint", "task", "task_hash", "regime", "protocol", "setting", "seed",
+               "config_hash", "eval_set")
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -121,3 +124,26 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def done_cells(records: Iterable[dict[str, Any]]) -> set[tuple]:
     return {cell_key(record) for record in records}
+
+
+def schema_version(record: dict[str, Any]) -> int:
+    return int(record.get("schema_version", 1))
+
+
+def check_writable_schema(records: list[dict[str, Any]], path: Path) -> None:
+    """Refuse to append to a results file written with another record schema (one line)."""
+    old = {schema_version(record) for record in records} - {SCHEMA_VERSION}
+    if old:
+        raise UserError(f"{path} holds records of schema {', '.join(map(str, sorted(old)))} from an older "
+                        f"vtabkit; this one writes schema {SCHEMA_VERSION}: pass a new --out (`vtabkit "
+                        "report` still reads the old file)")
+
+
+def upgraded(record: dict[str, Any]) -> dict[str, Any]:
+    """A record in the current schema's shape for reading (v1: one `test` eval set, top1)."""
+    if schema_version(record) >= SCHEMA_VERSION:
+        return record
+    if not isinstance(record.get("metrics"), dict) or "top1" not in record["metrics"]:
+        raise UserError(f"a schema-1 record of task {record.get('task')!r} has no top1 metric; "
+                        "re-run that cell with a new --out")
+    return dict(record, eval_set="test", primary_metric="top1", predictions=None)

@@ -1,8 +1,12 @@
 """`vtabkit run`: evaluate one model on a suite's tasks with one or more protocols.
 
-Per task, each split goes through the model once (features cached on disk and shared by all
-frozen-feature protocols); every protocol cell then becomes one record, appended as soon as it
-is known. Cells already in the run directory's ``results.jsonl`` are skipped.
+One path for every protocol: per cell (task, regime, protocol, setting, seed) the protocol
+*fits* a head once on the regime's train/val data, then *predicts* scores on every eval set of
+the task; metrics are computed from those scores and each (cell, eval set) becomes one record,
+appended as soon as it is known, next to its per-example predictions. Every data view goes
+through the model at most once per run (features cached on disk, shared by all frozen-feature
+protocols and by every task that reads the same images). Cells already in the run directory's
+``results.jsonl`` are skipped.
 """
 
 from __future__ import annotations
@@ -13,20 +17,25 @@ import hashlib
 import platform
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from vtabkit import __version__, data, features, prepare, protocols, results, tasks
+from vtabkit import __version__, data, features, metadata, metrics, predictions, prepare, protocols
+from vtabkit import regimes, results, source, tasks
 from vtabkit.errors import UserError
 from vtabkit.models.registry import Model, check_model_name, create_model
 from vtabkit.models.torch_adapter import require_flax
 from vtabkit.paths import cache_dir as default_cache_dir
+from vtabkit.protocols.common import FitContext, Images
 
 
 @dataclasses.dataclass
 class RunConfig:
+    """What `run` evaluates and where it writes; the fields mirror ``vtabkit run``'s options."""
+
     model: str
     suite: str | None = None
     tasks: list[str] | None = None
@@ -36,7 +45,7 @@ class RunConfig:
     cache_dir: Path | None = None  # None: the default cache; use_cache=False turns it off
     use_cache: bool = True
     tasks_dirs: list[str] | None = None
-    regime: str | None = None
+    regime: str | None = None  # one regime or a comma-separated list (see `vtabkit.regimes`)
     batch_size: int = 256
     skip_missing: bool = False
     progress: bool = True
@@ -45,8 +54,8 @@ class RunConfig:
     shard: tuple[int, int] = (0, 1)  # (index, count): this process runs tasks index, index+count, ...
 
 
-def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], str, tuple[str, ...]]:
-    """The tasks to run, the data regime, and the suite's default protocols."""
+def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], list[regimes.Regime], tuple[str, ...]]:
+    """The tasks to run, the data regimes, and the suite's default protocols."""
     if config.suite is None and not config.tasks:
         raise UserError("name a suite (--suite lite) or tasks (--tasks a,b); see `vtabkit list suites`")
     suite = tasks.get_suite(config.suite, config.tasks_dirs) if config.suite else None
@@ -58,9 +67,7 @@ def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], str, tuple[str, .
                 raise UserError(f"tasks {', '.join(outside)} are not in suite {suite.name!r}; "
                                 f"its tasks: {', '.join(suite.tasks)}")
         ids = list(config.tasks)
-    regime = config.regime or (suite.regime if suite else "1k")
-    if regime not in tasks.REGIMES:
-        raise UserError(f"unknown regime {regime!r}; use one of {', '.join(tasks.REGIMES)}")
+    chosen_regimes = regimes.parse_list(config.regime or (suite.regime if suite else "1k"))
     index, count = config.shard
     if not 0 <= index < count:
         raise UserError(f"--shard {index}/{count}: the index must be in 0..{count - 1}")
@@ -69,8 +76,12 @@ def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], str, tuple[str, .
     if not chosen:
         raise UserError(f"--shard {index}/{count} has no task: the run has only {len(dict.fromkeys(ids))}")
     for task in chosen:
-        task.regime_splits(regime)  # a task without this regime's splits fails before any work
-    return chosen, regime, (suite.protocols if suite else ("linear",))
+        for regime in chosen_regimes:
+            task.regime_views(regime)  # a task without this regime's splits fails before any work
+        for eval_set in task.eval_sets:
+            metrics.check_specs(list(eval_set.metrics), eval_set.view.target,
+                                f"{task.source}: eval set {eval_set.name!r}")
+    return chosen, chosen_regimes, (suite.protocols if suite else ("linear",))
 
 
 def check_data(chosen: list[tasks.Task], config: RunConfig, log: Callable[[str], None]) -> list[tasks.Task]:
@@ -97,26 +108,94 @@ def _environment() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def _base_record(model: Model, task: tasks.Task, regime: str, split_strings: dict[str, str | None],
-                 environment: dict[str, Any], data_dir: str | None) -> dict[str, Any]:
-    return {"model": model.name, "model_fingerprint": model.fingerprint,
-            "model_metadata": model.metadata, "preprocessing": model.preprocessing(),
-            "task": task.id, "family": task.family, "task_hash": task.hash,
-            "dataset": task.tfds_name, "dataset_version": data.prepared_version(task, data_dir),
-            "regime": regime, "splits": split_strings, "split_ids": _split_ids(task, regime, data_dir),
-            "vtabkit_version": __version__, "environment": environment}
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One fitted head: a (task, regime, protocol, setting, seed) with its merged settings."""
+
+    task: tasks.Task
+    regime: regimes.Regime
+    protocol: str
+    config: dict[str, Any] = dataclasses.field(hash=False, compare=False)
+
+    def key(self, model: Model, eval_set: str) -> tuple:
+        return results.cell_key({"model_fingerprint": model.fingerprint, "task": self.task.id,
+                                 "task_hash": self.task.hash, "regime": self.regime.name,
+                                 "protocol": self.protocol, "setting": self.config["setting"],
+                                 "seed": self.config["seed"], "config_hash": results.config_hash(self.config),
+                                 "eval_set": eval_set})
+
+    def cell_id(self, model: Model) -> str:
+        # Keyed by the whole cell, so another model or setting never resumes this one's state.
+        return hashlib.sha256(repr(self.key(model, "")).encode()).hexdigest()[:12]
 
 
-def _split_ids(task: tasks.Task, regime: str, data_dir: str | None) -> dict[str, str]:
-    """Hashes of the example ids a probe may learn from (train and val), for cross-lab checks."""
-    train, val, _ = tasks.REGIMES[regime]
-    return {role: prepare.split_ids_hash(task, name, data_dir)
-            for role, name in (("train", train), ("val", val)) if name in task.splits}
+class Views:
+    """The data views of a run, each read (and run through the model) at most once.
+
+    Features come lazily: a fine-tune-only run never computes them. A view is dropped from
+    memory once no pending cell needs it any more.
+    """
+
+    def __init__(self, model: Model, config: RunConfig, cache: Path | None, uses: Counter):
+        self.model, self.config, self.cache, self.uses = model, config, cache, uses
+        self._data: dict[tasks.View, features.ViewData] = {}
+        self.extract_seconds = 0.0  # extraction time not yet charged to a record
+
+    def features(self, view: tasks.View) -> features.ViewData:
+        known = self._data.get(view)
+        if known is None or known.features is None:
+            started = time.perf_counter()
+            known = features.load_or_compute(self.model, view, data_dir=self.config.data_dir,
+                                             cache_dir=self.cache, batch_size=self.config.batch_size,
+                                             progress=self.config.progress)
+            self.extract_seconds += time.perf_counter() - started
+            self._data[view] = known
+        return known
+
+    def targets(self, view: tasks.View) -> features.ViewData:
+        known = self._data.get(view)
+        if known is None:
+            targets, ids = features.load_targets(view, data_dir=self.config.data_dir, cache_dir=self.cache)
+            known = self._data[view] = features.ViewData(None, targets, ids)
+        return known
+
+    def release(self, view: tasks.View) -> None:
+        self.uses[view] -= 1
+        if self.uses[view] <= 0:
+            self._data.pop(view, None)
+
+    def charge(self) -> float:
+        """Extraction seconds since the last charge: each second lands in exactly one record."""
+        seconds, self.extract_seconds = self.extract_seconds, 0.0
+        return seconds
+
+
+def _inputs(kind: str, views: Views, view: tasks.View, rows: np.ndarray | None, data_dir: str | None):
+    """What a protocol of input ``kind`` gets for ``view``: ``(x, y)`` arrays or `Images`."""
+    if kind == "features":
+        known = views.features(view)
+        x, y = known.features, known.targets
+        return (x, y) if rows is None else (x[rows], y[rows])
+    known = views.targets(view)
+    targets = known.targets if rows is None else known.targets[rows]
+    ids = known.ids if rows is None else known.ids[rows]
+    return Images(view=view, targets=targets, ids=ids, data_dir=data_dir, rows=rows)
+
+
+def _restricted(scores: np.ndarray, class_subset: tuple[int, ...] | None) -> np.ndarray:
+    """Scores of classes outside ``class_subset`` set to -inf, so the argmax (and the softmax)
+    runs over the subset only, as ImageNet-A/R are reported."""
+    if class_subset is None:
+        return scores
+    restricted = np.full_like(scores, -np.inf, dtype=np.float32)
+    columns = list(class_subset)
+    restricted[:, columns] = scores[:, columns]
+    return restricted
 
 
 def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every pending cell; returns the records written by this call."""
-    chosen, regime, default_protocols = select_tasks(config)
+    chosen, chosen_regimes, default_protocols = select_tasks(config)
     names = list(dict.fromkeys(config.protocols or default_protocols))  # each protocol once
     modules = {name: protocols.get_protocol(name) for name in names}
     unused = sorted(set(config.protocol_config) - set(names))
@@ -124,71 +203,125 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
         raise UserError(f"settings given for {', '.join(unused)}, which this run does not use; "
                         f"add it to --protocol (running: {', '.join(names)})")
     settings = {name: protocols.merge_config(name, config.protocol_config.get(name)) for name in names}
+    for task in chosen:
+        for name in names:
+            protocols.check_target(name, task.target)
     check_model_name(config.model)  # an unknown model fails here, before any data is read
     chosen = check_data(chosen, config, log)
+    out = Path(config.out)
+    results_path = out / results.RESULTS_FILE
+    existing = results.read_records(results_path)
+    results.check_writable_schema(existing, results_path)
 
     model = create_model(config.model, **config.model_args)
-    if any(not modules[name].USES_FEATURES for name in names):
+    if any(modules[name].INPUT == "images" for name in names):
         require_flax(model)  # before any data is read
-    results_path = Path(config.out) / results.RESULTS_FILE
-    done = results.done_cells(results.read_records(results_path))
+    done = results.done_cells(existing)
+    cells = [Cell(task, regime, name, cell) for task in chosen for regime in chosen_regimes
+             for name in names for cell in modules[name].cells(settings[name])]
+    pending = [(cell, [e for e in cell.task.eval_sets if cell.key(model, e.name) not in done]) for cell in cells]
+    pending = [(cell, eval_sets) for cell, eval_sets in pending if eval_sets]
+    for task in chosen:
+        if not any(cell.task is task for cell, _ in pending):
+            log(f"{task.id}: all cells already in {results_path}")
+    uses: Counter = Counter()
+    for cell, eval_sets in pending:
+        uses.update([*[v for v in cell.task.regime_views(cell.regime) if v is not None],
+                     *[e.view for e in eval_sets]])
     cache = None if not config.use_cache else Path(config.cache_dir or default_cache_dir() / "features")
+    views = Views(model, config, cache, uses)
     environment = _environment()
     written = []
-    for task in chosen:
-        pending = [(name, cell) for name in names for cell in modules[name].cells(settings[name])
-                   if _key(model, task, regime, name, cell) not in done]
-        if not pending:
-            log(f"{task.id}: all cells already in {results_path}")
-            continue
-        train_split, val_split, test_split = task.regime_splits(regime)
-        split_strings = {"train": train_split, "val": val_split, "test": test_split}
-        base = _base_record(model, task, regime, split_strings, environment, config.data_dir)
-        arrays, extract_seconds = None, 0.0
-        if any(modules[name].USES_FEATURES for name, _ in pending):
-            arrays, extract_seconds = _features(model, task, split_strings, config, cache)
-        for name, cell in pending:
-            key = _key(model, task, regime, name, cell)
-            started = time.perf_counter()
-            work_dir = None
-            if modules[name].USES_FEATURES:
-                outcome = modules[name].evaluate_features(arrays["train"], arrays["val"], arrays["test"],
-                                                          task.num_classes, config=cell)
-            else:
-                # Keyed by the whole cell, so another model or setting never resumes this one's state.
-                cell_id = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
-                work_dir = Path(config.out) / "work" / f"{task.id}-{name}-{cell_id}"
-                outcome = modules[name].evaluate_model(model, task, regime, config=cell,
-                                                       data_dir=config.data_dir, work_dir=work_dir)
-            record = dict(base, protocol=name, setting=cell["setting"], seed=cell["seed"],
-                          protocol_config=cell, config_hash=results.config_hash(cell),
-                          metrics={"top1": outcome["top1"]}, details=outcome,
-                          timings={"features_s": extract_seconds, "protocol_s": time.perf_counter() - started},
-                          created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-            results.append_record(results_path, record)
-            done.add(key)
-            if work_dir is not None:  # only once the record is safe on disk
-                shutil.rmtree(work_dir, ignore_errors=True)
-                if not any(work_dir.parent.iterdir()):
-                    work_dir.parent.rmdir()
-            written.append(record)
-            log(f"{task.id:20s} {name:9s} {cell['setting']:10s} seed {cell['seed']}: "
-                f"top1 {100 * outcome['top1']:.1f}%")
+    for cell, eval_sets in pending:
+        written += _run_cell(cell, eval_sets, model, views, environment, config, log)
     return written
 
 
-def _key(model: Model, task: tasks.Task, regime: str, protocol: str, cell: dict[str, Any]) -> tuple:
-    return results.cell_key({"model_fingerprint": model.fingerprint, "task": task.id, "task_hash": task.hash,
-                             "regime": regime, "protocol": protocol, "setting": cell["setting"],
-                             "seed": cell["seed"], "config_hash": results.config_hash(cell)})
-
-
-def _features(model: Model, task: tasks.Task, split_strings: dict[str, str | None], config: RunConfig,
-              cache: Path | None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray] | None], float]:
+def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: Views,
+              environment: dict[str, Any], config: RunConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    task, module, out = cell.task, protocols.get_protocol(cell.protocol), Path(config.out)
+    train_view, val_view = task.regime_views(cell.regime)
+    train_known = views.features(train_view) if module.INPUT == "features" else views.targets(train_view)
+    rows = cell.regime.train_indices(train_known.targets, int(cell.config["seed"]))
+    train_ids = train_known.ids if rows is None else train_known.ids[rows]
+    train_in = _inputs(module.INPUT, views, train_view, rows, config.data_dir)
+    val_in = None if val_view is None else _inputs(module.INPUT, views, val_view, None, config.data_dir)
+    work_dir = out / "work" / f"{task.id}-{cell.protocol}-{cell.cell_id(model)}"
     started = time.perf_counter()
-    arrays: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
-    for role, split in split_strings.items():
-        arrays[role] = None if split is None else features.load_or_compute(
-            model, task, split, data_dir=config.data_dir, cache_dir=cache,
-            batch_size=config.batch_size, progress=config.progress)
-    return arrays, time.perf_counter() - started
+    head, details = module.fit(train_in, val_in, num_classes=task.num_classes, target=task.target,
+                               config=cell.config, context=FitContext(model=model, work_dir=work_dir, log=log))
+    fit_seconds = time.perf_counter() - started
+    split_ids = {"train": source.ids_hash(train_ids)}
+    if val_view is not None:
+        split_ids["val"] = source.ids_hash(views.targets(val_view).ids)
+    base = {"schema_version": results.SCHEMA_VERSION, "model": model.name,
+            "model_fingerprint": model.fingerprint, "model_metadata": model.metadata,
+            "preprocessing": model.preprocessing(), "task": task.id, "family": task.family,
+            "task_hash": task.hash, "dataset": task.tfds_name,
+            "dataset_version": data.prepared_version(train_view, config.data_dir), "regime": cell.regime.name,
+            "splits": {"train": train_view.split, "val": val_view.split if val_view else None},
+            "split_ids": split_ids, "protocol": cell.protocol, "setting": cell.config["setting"],
+            "seed": cell.config["seed"], "protocol_config": cell.config,
+            "config_hash": results.config_hash(cell.config), "details": details,
+            "vtabkit_version": __version__, "environment": environment}
+    written = []
+    for eval_set in eval_sets:
+        started = time.perf_counter()
+        eval_in = _inputs(module.INPUT, views, eval_set.view, None, config.data_dir)
+        if module.INPUT == "features":
+            eval_in = eval_in[0]  # predict takes the features alone
+        known = views.targets(eval_set.view)
+        scores = _restricted(np.asarray(module.predict(head, eval_in), np.float32), eval_set.class_subset)
+        predict_seconds = time.perf_counter() - started
+        record = _score(base, eval_set, scores, known, cell, model, config, out)
+        record["num_examples"] = {"train": int(len(train_ids)),
+                                  "val": int(len(views.targets(val_view).ids)) if val_view else 0,
+                                  "eval": int(len(known.ids))}
+        # Shared work is charged once: extraction to the record that triggered it, the fit to
+        # the cell's first record.
+        record["timings"] = {"features_s": views.charge(), "fit_s": fit_seconds if not written else 0.0,
+                             "predict_s": predict_seconds, "metrics_s": record.pop("metrics_s")}
+        record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        results.append_record(out / results.RESULTS_FILE, record)
+        written.append(record)
+        primary = record["metrics"][eval_set.primary_metric]
+        shown = "n/a" if primary is None else f"{100 * primary:.1f}%"
+        log(f"{task.id:20s} {eval_set.name:10s} {cell.protocol:9s} {cell.config['setting']:10s} "
+            f"seed {cell.config['seed']}: {eval_set.primary_metric} {shown}")
+    if work_dir.exists():  # only once every record of the cell is safe on disk
+        shutil.rmtree(work_dir, ignore_errors=True)
+        if not any(work_dir.parent.iterdir()):
+            work_dir.parent.rmdir()
+    for view in (train_view, val_view, *[e.view for e in eval_sets]):
+        if view is not None:
+            views.release(view)
+    return written
+
+
+def _score(base: dict[str, Any], eval_set: tasks.EvalSet, scores: np.ndarray, known: features.ViewData,
+           cell: Cell, model: Model, config: RunConfig, out: Path) -> dict[str, Any]:
+    """The record of one eval set: metrics from the scores, predictions kept beside it."""
+    started = time.perf_counter()
+    groups, eval_facts = None, {"name": eval_set.name, "main": eval_set is cell.task.eval_sets[0],
+                                "dataset": eval_set.view.dataset,
+                                "split": eval_set.view.split, "target": eval_set.view.target,
+                                "class_subset": list(eval_set.class_subset) if eval_set.class_subset else None}
+    columns = sorted({spec.partition("@")[2] for spec in eval_set.metrics if "@" in spec})
+    if eval_set.metadata is not None:
+        path = eval_set.metadata_path(config.data_dir)
+        groups, unused = metadata.join(path, eval_set.metadata["id_column"], known.ids, columns)
+        eval_facts["metadata"] = {"path": str(path), "sha256": metadata.file_sha256(path),
+                                  "id_column": eval_set.metadata["id_column"], "unused_rows": unused}
+    values, by_group = metrics.compute(list(eval_set.metrics), scores, known.targets,
+                                       target_kind=eval_set.view.target, metadata=groups)
+    stored = predictions.compact(known.ids, scores, known.targets, target_kind=eval_set.view.target)
+    name = f"{cell.task.id}-{cell.protocol}-{cell.config['setting']}-s{cell.config['seed']}-{eval_set.name}"
+    relative = Path(results.PREDICTIONS_DIR) / f"{name}-{cell.cell_id(model)}.npz"
+    digest = predictions.save(out / relative, stored)
+    record = dict(base, eval_set=eval_set.name, eval=eval_facts, metrics=values,
+                  primary_metric=eval_set.primary_metric,
+                  predictions={"path": relative.as_posix(), "sha256": digest})
+    if by_group:
+        record["metrics_by_group"] = by_group
+    record["metrics_s"] = time.perf_counter() - started
+    return record

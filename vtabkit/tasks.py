@@ -1,9 +1,10 @@
 """Task and suite definitions: YAML files under ``tasks/``, validated against a small schema.
 
 A task file (``task:`` key) names a TFDS dataset with a pinned version, its split strings with
-absolute example counts, its class count, family and label rule. A suite file (``suite:`` key)
-lists task ids and the data regime (``1k``: train800/val200/test; ``full``: train/val/test).
-Users add their own folders with ``--tasks-dir`` (or ``VTABKIT_TASKS_DIR``, ``:``-separated).
+absolute example counts, its class count, family, label rule and target kind, and the eval
+sets one fitted head is scored on (by default just ``test``). A suite file (``suite:`` key)
+lists task ids and the data regime (see `vtabkit.regimes`). Users add their own folders with
+``--tasks-dir`` (or ``VTABKIT_TASKS_DIR``, ``:``-separated).
 """
 
 from __future__ import annotations
@@ -18,21 +19,35 @@ from typing import Any
 
 import yaml
 
-from vtabkit import labels
+from vtabkit import labels, regimes
 from vtabkit.errors import UserError
 from vtabkit.paths import definitions_dir
 
 FAMILIES = ("natural", "specialized", "structured", "remote_sensing", "robustness", "fewshot", "lite")
 SPLIT_NAMES = ("train800", "val200", "train800val200", "train", "val", "trainval", "test")
-# Which split plays train / val / test in each data regime.
-REGIMES = {"1k": ("train800", "val200", "test"), "full": ("train", "val", "test")}
+# How a target is held: one int label; a multi-hot vector over the classes; a set of acceptable
+# labels (an empty set: the example is not scored).
+TARGETS = ("single", "multi", "set")
+DEFAULT_METRICS = {"single": ("top1",), "multi": ("map", "micro_f1"), "set": ("real_top1",)}
+# Fields that document a task but do not change what is computed: left out of its hash.
+_DOCUMENTATION = ("description", "notes", "citation", "manual_download")
 
 # Schema: key -> (type, required). Types are checked exactly; nested shapes below.
 _TASK_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "task": (str, True), "family": (str, True), "dataset": (str, True),
     "num_classes": (int, True), "splits": (dict, True), "description": (str, False),
     "label": (dict, False), "image": (str, False), "image_scale": (int, False),
+    "target": (str, False), "metrics": (list, False), "eval_sets": (list, False),
     "manual_download": (str, False), "citation": (str, False), "notes": (str, False),
+}
+_EVAL_SET_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "name": (str, True), "split": (str, True), "dataset": (str, False), "label": (dict, False),
+    "target": (str, False), "image": (str, False), "image_scale": (int, False),
+    "class_subset": (list, False), "metadata": (dict, False), "metrics": (list, False),
+    "primary_metric": (str, False),
+}
+_METADATA_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "path": (str, True), "id_column": (str, False),
 }
 _SUITE_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "suite": (str, True), "tasks": (list, True), "regime": (str, True),
@@ -41,8 +56,84 @@ _SUITE_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
 
 
 @dataclasses.dataclass(frozen=True)
+class View:
+    """One read of data: a TFDS split through an image pipeline and a label rule.
+
+    Two views with the same `images_facts` read the same images (their features are shared);
+    `labels_facts` adds what turns an example into a target.
+    """
+
+    dataset: str  # pinned ``name[/config]:version``
+    split: str  # TFDS split string
+    num_classes: int
+    label_json: str = '{"key":"label","rule":"feature"}'  # the label rule, canonical JSON
+    target: str = "single"
+    image_key: str = "image"
+    image_scale: int = 1
+
+    @property
+    def label(self) -> dict[str, Any]:
+        return json.loads(self.label_json)
+
+    def images_facts(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "split": self.split, "image": self.image_key,
+                "image_scale": self.image_scale}
+
+    def labels_facts(self) -> dict[str, Any]:
+        return dict(self.images_facts(), label=self.label, target=self.target, num_classes=self.num_classes)
+
+    def preprocess(self, example: dict[str, Any]) -> dict[str, Any]:
+        """One TFDS example → ``{"image": uint8 HxWx3, "label": target}`` (graph-safe).
+
+        The target is an int64 scalar (``single``) or a multi-hot uint8 vector over the classes
+        (``multi`` and ``set``; a set becomes padded label lists on the host).
+        """
+        import tensorflow as tf
+
+        image = labels.feature(example, self.image_key)
+        if self.image_scale != 1:  # e.g. dSprites stores 0/1 pixels
+            image = tf.cast(image, tf.int32) * self.image_scale
+        image = tf.cast(image, tf.uint8)
+        if image.shape.rank == 2:
+            image = image[..., None]
+        if image.shape[-1] == 1:  # grayscale → 3 channels
+            image = tf.tile(image, [1, 1, 3])
+        return {"image": image, "label": self.target_of(example)}
+
+    def target_of(self, example: dict[str, Any]) -> Any:
+        """The target of one TFDS example (graph-safe), without touching the image."""
+        import tensorflow as tf
+
+        value = labels.apply_rule(self.label, example)
+        if self.target == "single":
+            return value
+        value = tf.reshape(tf.cast(value, tf.int64), [-1])  # one label or a list of them
+        return tf.reduce_max(tf.one_hot(value, self.num_classes, dtype=tf.uint8, axis=-1), axis=0) \
+            if self.num_classes else tf.zeros([0], tf.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """One set a fitted head is scored on, with the metrics reported for it."""
+
+    name: str
+    view: View
+    metrics: tuple[str, ...]
+    primary_metric: str
+    class_subset: tuple[int, ...] | None = None  # scores restricted to these classes before the argmax
+    metadata: dict[str, str] | None = None  # {"path": csv, "id_column": column joined to example ids}
+
+    def metadata_path(self, data_dir: str | None) -> Path:
+        """The metadata CSV, with ``<data_dir>`` filled in (files produced by `vtabkit data prepare`)."""
+        from vtabkit.paths import default_data_dir
+
+        root = data_dir or default_data_dir() or str(Path.home() / "tensorflow_datasets")
+        return Path(self.metadata["path"].replace("<data_dir>", root)).expanduser()
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
-    """One evaluation task. ``preprocess`` maps a TFDS example to ``{"image", "label"}``."""
+    """One evaluation task: splits to fit a head on, eval sets to score it on."""
 
     id: str
     family: str
@@ -50,8 +141,10 @@ class Task:
     num_classes: int
     splits: dict[str, str]
     label: dict[str, Any]
+    target: str = "single"
     image_key: str = "image"
     image_scale: int = 1
+    eval_sets: tuple[EvalSet, ...] = ()
     description: str = ""
     manual_download: str = ""
     source: str = ""
@@ -59,8 +152,9 @@ class Task:
 
     @cached_property
     def hash(self) -> str:
-        """Hash of the parsed definition: changes when any field changes, not with comments."""
-        canonical = json.dumps(self.definition, sort_keys=True, separators=(",", ":"))
+        """Hash of the fields that change what is computed (not the documentation fields)."""
+        computed = {key: value for key, value in self.definition.items() if key not in _DOCUMENTATION}
+        canonical = json.dumps(computed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property
@@ -72,28 +166,32 @@ class Task:
     def dataset_version(self) -> str:
         return self.tfds_name.split(":")[1]
 
-    def regime_splits(self, regime: str) -> tuple[str, str | None, str]:
-        """The (train, val, test) split strings of ``regime``; val is None when absent."""
-        train, val, test = REGIMES[regime]
-        missing = [name for name in (train, test) if name not in self.splits]
-        if missing:
-            raise UserError(f"task {self.id!r} has no {'/'.join(missing)} split for the "
-                            f"{regime!r} regime; pick a suite with another regime")
-        return self.splits[train], self.splits.get(val), self.splits[test]
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Every pinned dataset the task reads (its own, then its eval sets'), once each."""
+        return tuple(dict.fromkeys([self.tfds_name] + [e.view.dataset for e in self.eval_sets]))
+
+    def view(self, split_name: str) -> View:
+        """The view of one of the task's own splits (``train800``, ``test``, ...)."""
+        return View(dataset=self.tfds_name, split=self.splits[split_name], num_classes=self.num_classes,
+                    label_json=_canonical(self.label), target=self.target, image_key=self.image_key,
+                    image_scale=self.image_scale)
+
+    def regime_views(self, regime: regimes.Regime) -> tuple[View, View | None]:
+        """The (train, val) views of ``regime``; val is None when the task has no such split."""
+        if regime.train not in self.splits:
+            raise UserError(f"task {self.id!r} has no {regime.train} split for the {regime.name!r} "
+                            "regime; pick another regime (--regime)")
+        val = self.view(regime.val) if regime.val in self.splits else None
+        return self.view(regime.train), val
 
     def preprocess(self, example: dict[str, Any]) -> dict[str, Any]:
-        """One TFDS example → ``{"image": uint8 HxWx3, "label": int64}`` (graph-safe)."""
-        import tensorflow as tf
+        """One TFDS example of the task's own dataset → ``{"image", "label"}`` (graph-safe)."""
+        return self.view(next(iter(self.splits))).preprocess(example)
 
-        image = labels.feature(example, self.image_key)
-        if self.image_scale != 1:  # e.g. dSprites stores 0/1 pixels
-            image = tf.cast(image, tf.int32) * self.image_scale
-        image = tf.cast(image, tf.uint8)
-        if image.shape.rank == 2:
-            image = image[..., None]
-        if image.shape[-1] == 1:  # grayscale → 3 channels
-            image = tf.tile(image, [1, 1, 3])
-        return {"image": image, "label": labels.apply_rule(self.label, example)}
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +221,21 @@ def _check_schema(data: Any, schema: dict, where: str) -> None:
             raise UserError(f"{where}: field {key!r} must be a {expected}, got {type(value).__name__}")
 
 
+def _check_dataset(value: str, where: str, field: str) -> None:
+    if value.count(":") != 1 or not value.split(":")[1]:
+        raise UserError(f"{where}: field {field!r} must pin a version, like 'clevr:3.1.0'")
+
+
+def _check_target(value: str, where: str, field: str) -> None:
+    if value not in TARGETS:
+        raise UserError(f"{where}: field {field!r} is {value!r}; use one of {', '.join(TARGETS)}")
+
+
 def _task_from_yaml(data: dict[str, Any], where: str) -> Task:
     _check_schema(data, _TASK_SCHEMA, where)
     if data["family"] not in FAMILIES:
         raise UserError(f"{where}: field 'family' is {data['family']!r}; use one of {', '.join(FAMILIES)}")
-    if data["dataset"].count(":") != 1 or not data["dataset"].split(":")[1]:
-        raise UserError(f"{where}: field 'dataset' must pin a version, like 'clevr:3.1.0'")
+    _check_dataset(data["dataset"], where, "dataset")
     if data["num_classes"] < 2:
         raise UserError(f"{where}: field 'num_classes' must be at least 2")
     for name, split in data["splits"].items():
@@ -136,21 +243,82 @@ def _task_from_yaml(data: dict[str, Any], where: str) -> Task:
             raise UserError(f"{where}: unknown split {name!r}; allowed: {', '.join(SPLIT_NAMES)}")
         if not isinstance(split, str) or not split:
             raise UserError(f"{where}: split {name!r} must be a TFDS split string like 'train[:800]'")
-    if not any(all(s in data["splits"] for s in (r[0], r[2])) for r in REGIMES.values()):
-        raise UserError(f"{where}: field 'splits' needs train800/val200/test or train/test")
+    if not ({"train800", "train"} & set(data["splits"])):
+        raise UserError(f"{where}: field 'splits' needs train800/val200 or train/val to fit on")
+    if "test" not in data["splits"] and "eval_sets" not in data:
+        raise UserError(f"{where}: field 'splits' needs a test split, or declare 'eval_sets'")
     label = data.get("label", {"rule": "feature", "key": "label"})
     labels.validate_rule(label, where)
-    return Task(id=data["task"], family=data["family"], tfds_name=data["dataset"],
-                num_classes=data["num_classes"], splits=dict(data["splits"]), label=label,
+    target = data.get("target", "single")
+    _check_target(target, where, "target")
+    task = Task(id=data["task"], family=data["family"], tfds_name=data["dataset"],
+                num_classes=data["num_classes"], splits=dict(data["splits"]), label=label, target=target,
                 image_key=data.get("image", "image"), image_scale=data.get("image_scale", 1),
                 description=data.get("description", ""),
                 manual_download=data.get("manual_download", ""), source=where, definition=data)
+    metrics = _metric_list(data.get("metrics", list(DEFAULT_METRICS[target])), where, "metrics")
+    declared = data.get("eval_sets", [{"name": "test", "split": "test", "metrics": list(metrics)}])
+    if not declared:
+        raise UserError(f"{where}: field 'eval_sets' must list at least one eval set")
+    eval_sets = [_eval_set_from_yaml(item, task, where, number) for number, item in enumerate(declared)]
+    names = [e.name for e in eval_sets]
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}: eval set names must be unique; got {', '.join(names)}")
+    return dataclasses.replace(task, eval_sets=tuple(eval_sets))
+
+
+def _metric_list(value: Any, where: str, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m for m in value):
+        raise UserError(f"{where}: field {field!r} must be a non-empty list of metric names, like [top1]")
+    return tuple(value)
+
+
+def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalSet:
+    place = f"{where}: eval_sets[{number}]"
+    _check_schema(data, _EVAL_SET_SCHEMA, place)
+    dataset = data.get("dataset", task.tfds_name)
+    _check_dataset(dataset, place, "dataset")
+    split = data["split"]
+    if dataset == task.tfds_name and split in task.splits:  # a name of the task's own splits
+        split = task.splits[split]
+    elif split in SPLIT_NAMES:
+        raise UserError(f"{place}: split {split!r} is not one of the task's splits; give a TFDS split "
+                        "string of the eval set's dataset, like 'test' or 'validation[:50%]'")
+    label = data.get("label", task.label)
+    labels.validate_rule(label, place)
+    target = data.get("target", task.target)
+    _check_target(target, place, "target")
+    view = View(dataset=dataset, split=split, num_classes=task.num_classes, label_json=_canonical(label),
+                target=target, image_key=data.get("image", task.image_key),
+                image_scale=data.get("image_scale", task.image_scale))
+    metrics = _metric_list(data.get("metrics", list(DEFAULT_METRICS[target])), place, "metrics")
+    primary = data.get("primary_metric", metrics[0])
+    if primary not in metrics:
+        raise UserError(f"{place}: primary_metric {primary!r} is not in its metrics ({', '.join(metrics)})")
+    subset = data.get("class_subset")
+    if subset is not None:
+        good = all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < task.num_classes for c in subset)
+        if not subset or not good or len(set(subset)) != len(subset):
+            raise UserError(f"{place}: class_subset must be distinct class indices in [0, {task.num_classes})")
+        if target == "multi":
+            raise UserError(f"{place}: class_subset restricts an argmax; it does not apply to multi targets")
+    metadata = data.get("metadata")
+    if metadata is not None:
+        _check_schema(metadata, _METADATA_SCHEMA, f"{place}: metadata")
+        path = Path(metadata["path"]).expanduser()
+        if not path.is_absolute() and "<data_dir>" not in metadata["path"]:
+            path = Path(where).parent / path  # relative to the YAML file
+        metadata = {"path": str(path), "id_column": metadata.get("id_column", "id")}
+    return EvalSet(name=data["name"], view=view, metrics=metrics, primary_metric=primary,
+                   class_subset=tuple(subset) if subset is not None else None, metadata=metadata)
 
 
 def _suite_from_yaml(data: dict[str, Any], where: str) -> Suite:
     _check_schema(data, _SUITE_SCHEMA, where)
-    if data["regime"] not in REGIMES:
-        raise UserError(f"{where}: field 'regime' is {data['regime']!r}; use one of {', '.join(REGIMES)}")
+    try:
+        regimes.parse(data["regime"])
+    except UserError as error:
+        raise UserError(f"{where}: field 'regime': {error}") from None
     if not data["tasks"] or not all(isinstance(t, str) for t in data["tasks"]):
         raise UserError(f"{where}: field 'tasks' must be a non-empty list of task ids")
     return Suite(name=data["suite"], tasks=tuple(data["tasks"]), regime=data["regime"],

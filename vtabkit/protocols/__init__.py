@@ -1,20 +1,28 @@
 """Evaluation protocols, selected by name.
 
-Each protocol is a module in this package with:
+Every protocol is two steps: *fit* (train, val → a head) and *predict* (head, inputs → scores
+of shape (N, C)). The runner fits once per cell and predicts on every eval set of the task;
+metrics are computed from the scores (`vtabkit.metrics`), never inside a protocol. Each
+protocol is a module in this package with:
 
 - ``DESCRIPTION``: one line for ``vtabkit list protocols``;
-- ``USES_FEATURES``: True for frozen-feature protocols (they get cached features), False for
-  protocols that go back to the model (fine-tuning);
+- ``INPUT``: ``"features"`` (frozen features: inputs are ``(x, y)`` array pairs) or
+  ``"images"`` (the protocol goes back to the model: inputs are `common.Images`);
+- ``TARGETS``: the target kinds it can fit (``single``, ``multi``); others are refused in one
+  line before any work (`check_target`);
 - ``cells(config) -> list[dict]``: the independent result cells of one task (e.g. one per
-  shots x seed); each cell is a complete config with scalar choices plus ``setting`` (str) and
-  ``seed`` (int), and becomes one result record;
-- ``evaluate_features(train, val, test, num_classes, config=None) -> dict`` (frozen-feature
-  protocols): ``train``/``val``/``test`` are ``(x, y)`` pairs of numpy arrays (``val`` may be
-  None); returns at least ``top1`` (fraction in [0, 1]) and the selected hyper-parameters.
+  shots x seed) from already merged settings; each cell is a complete config with scalar
+  choices plus ``setting`` (str) and ``seed`` (int);
+- ``fit(train, val, *, num_classes, target, config, context=None) -> (head, details)``:
+  ``val`` may be None; ``details`` (JSON-able) says what was chosen and how;
+- ``predict(head, inputs) -> np.ndarray`` of scores (N, C), logit-like (higher = more likely);
+- ``evaluate_features(train, val, test, num_classes, config=None) -> dict`` (frozen protocols):
+  the one-call API on arrays; returns ``top1`` (``map`` for multi-hot targets) and the
+  selected hyper-parameters.
 
 A module may also define ``check_config(config)``, which `merge_config` calls to reject bad
 types and ranges with one clear line. Settings live in ``protocols/<name>.yaml`` (shipped as
-``vtabkit._protocols``).
+``vtabkit._protocols``); the runner merges and validates them once and passes the result on.
 """
 
 from __future__ import annotations
@@ -68,3 +76,11 @@ def merge_config(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
     if check is not None:  # types and ranges, before any model or data is touched
         check(merged)
     return merged
+
+
+def check_target(name: str, target: str) -> None:
+    """One line, before any work, when protocol ``name`` cannot fit targets of kind ``target``."""
+    accepted = get_protocol(name).TARGETS
+    if target not in accepted:
+        raise UserError(f"protocol {name!r} cannot fit {target!r} targets (it fits "
+                        f"{', '.join(accepted)}); choose another protocol for this task")

@@ -1,14 +1,49 @@
-"""Input checks and scores shared by the frozen-feature protocols."""
+"""Input checks and input types shared by the protocols."""
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from vtabkit.errors import UserError
+from vtabkit.tasks import View
 
 
-def check_split(pair, name: str, num_classes: int, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Validate an ``(x, y)`` pair: 2-D finite features, integer labels in [0, num_classes)."""
+@dataclasses.dataclass
+class Images:
+    """The images of a data view, for protocols that go back to the model (fine-tuning).
+
+    ``rows`` keeps a subset of the view's examples (a data regime); None keeps them all.
+    """
+
+    view: View
+    targets: np.ndarray
+    ids: np.ndarray
+    data_dir: str | None = None
+    rows: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class FitContext:
+    """What a protocol that goes back to the model needs besides its inputs."""
+
+    model: Any = None
+    work_dir: Path | None = None
+    log: Callable[[str], None] = print
+
+
+def target_kind(y: np.ndarray) -> str:
+    """``single`` for 1-D labels, ``multi`` for a 2-D multi-hot array."""
+    return "single" if np.ndim(y) == 1 else "multi"
+
+
+def check_split(pair, name: str, num_classes: int, dim: int | None = None,
+                target: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate an ``(x, y)`` pair: 2-D finite features; integer labels in [0, num_classes)
+    (``single``) or a 0/1 multi-hot (N, num_classes) array (``multi``)."""
     try:
         x, y = pair
     except (TypeError, ValueError):
@@ -16,37 +51,45 @@ def check_split(pair, name: str, num_classes: int, dim: int | None = None) -> tu
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2:
         raise UserError(f"{name} features must be 2-D (examples, dim), got shape {x.shape}")
-    if y.ndim != 1 or len(y) != len(x):
-        raise UserError(f"{name} labels must be 1-D with one label per example "
-                        f"({len(x)} examples, labels of shape {y.shape})")
+    target = target or target_kind(y)
+    if len(y) != len(x) or (target == "single" and y.ndim != 1) or \
+            (target == "multi" and y.shape[1:] != (num_classes,)):
+        form = "1-D with one label per example" if target == "single" else f"(examples, {num_classes}) multi-hot"
+        raise UserError(f"{name} labels must be {form} ({len(x)} examples, labels of shape {y.shape})")
     if len(y) == 0:
         raise UserError(f"{name} split is empty")
     if dim is not None and x.shape[1] != dim:
         raise UserError(f"{name} features have dim {x.shape[1]}, train features have {dim}")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
+    if target == "single" and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes):
         raise UserError(f"{name} labels must be integers in [0, {num_classes})")
+    if target == "multi" and not np.isin(y, (0, 1)).all():
+        raise UserError(f"{name} multi-hot labels must be 0 or 1")
     if not np.isfinite(x).all():
         raise UserError(f"{name} features contain NaN or inf")
-    return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+    return x.astype(np.float32, copy=False), y.astype(np.int64 if target == "single" else np.uint8, copy=False)
 
 
 def check_splits(train, val, test, num_classes) -> tuple[tuple[np.ndarray, np.ndarray],
                                                          tuple[np.ndarray, np.ndarray] | None,
-                                                         tuple[np.ndarray, np.ndarray], int]:
-    """The three splits checked (one feature width across them) and num_classes as an int."""
+                                                         tuple[np.ndarray, np.ndarray] | None, int]:
+    """The splits checked (one feature width and one target kind across them) and num_classes
+    as an int. ``test`` may be None (a fit without scoring)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer; got {num_classes!r}")
     num_classes = int(num_classes)
     train = check_split(train, "train", num_classes)
-    dim = train[0].shape[1]
-    test = check_split(test, "test", num_classes, dim)
-    val = None if val is None else check_split(val, "val", num_classes, dim)
+    dim, target = train[0].shape[1], target_kind(train[1])
+    test = None if test is None else check_split(test, "test", num_classes, dim, target)
+    val = None if val is None else check_split(val, "val", num_classes, dim, target)
     return train, val, test, num_classes
 
 
-def top1(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of exact matches."""
-    return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+def headline(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The array API's headline score: ``top1`` for labels, ``map`` for multi-hot targets."""
+    from vtabkit import metrics
+
+    name = "top1" if target_kind(y) == "single" else "map"
+    return {name: metrics.get_metric(name).function(scores, y)}
 
 
 Number = (int, float)

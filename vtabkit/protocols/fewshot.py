@@ -33,6 +33,7 @@ bf16 matmul defaults of the accelerator.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any, NamedTuple, Sequence
 
@@ -42,11 +43,12 @@ import numpy as np
 
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, check_setting, check_splits
+from vtabkit.protocols.common import Number, check_setting, check_splits, headline
 
 DESCRIPTION = ("few-shot linear: closed-form ridge regression on 1/5/10/25 examples per class, "
                "3 seeds (ViT/BiT/big_vision)")
-USES_FEATURES = True
+INPUT = "features"
+TARGETS = ("single",)  # per-class sampling has no meaning for multi-hot targets (yet)
 
 BIAS = 100.0  # value of the appended bias column
 STD_EPS = 1e-5  # added to the per-dimension std before dividing
@@ -181,26 +183,32 @@ def _shrunk_coef(ridge: Ridge, l2: jax.Array) -> jax.Array:
     return ridge.coef / (ridge.eigvals + l2)[:, None]
 
 
+def _logits_fn(ridge: Ridge, design: jax.Array, grid: int):
+    """A function λ → logits (m, c) of ``design`` rows, by the cheaper of two exact routes for
+    these shapes and ``grid`` λ values: form the (p, c) weights per λ and multiply, or project
+    onto the eigenbasis once and apply only the shrunk coefficients per λ (wins for long λ grids
+    with many classes)."""
+    (m, p), r, c = design.shape, ridge.eigvals.shape[0], ridge.coef.shape[1]
+    if grid * (p * r * c + m * p * c) <= m * p * r + grid * m * r * c:
+        return lambda l2: _mm(design, _mm(ridge.basis, _shrunk_coef(ridge, l2)))
+    projected = _mm(design, ridge.basis)
+    return lambda l2: _mm(projected, _shrunk_coef(ridge, l2))
+
+
 @jax.jit
 def _predict_grid(ridge: Ridge, x: jax.Array, l2s: jax.Array) -> jax.Array:
     """Predicted classes of raw features ``x`` for each λ, (len(l2s), m).
 
     λ values run one after another (lax.map) so memory holds one (m, c) logit block at a time.
-    Two exact routes; the cheaper for these shapes is taken: form the (p, c) weights per λ and
-    multiply, or project x onto the eigenbasis once and apply only the shrunk coefficients per
-    λ (wins for long λ grids with many classes).
     """
-    design = _design(x, ridge.mean, ridge.scale)
-    (m, p), r, c, grid = design.shape, ridge.eigvals.shape[0], ridge.coef.shape[1], l2s.shape[0]
-    if grid * (p * r * c + m * p * c) <= m * p * r + grid * m * r * c:
-        def logits(l2: jax.Array) -> jax.Array:
-            return _mm(design, _mm(ridge.basis, _shrunk_coef(ridge, l2)))
-    else:
-        projected = _mm(design, ridge.basis)
-
-        def logits(l2: jax.Array) -> jax.Array:
-            return _mm(projected, _shrunk_coef(ridge, l2))
+    logits = _logits_fn(ridge, _design(x, ridge.mean, ridge.scale), l2s.shape[0])
     return jax.lax.map(lambda l2: jnp.argmax(logits(l2), axis=1), l2s)
+
+
+@jax.jit
+def _scores(ridge: Ridge, x: jax.Array, l2: jax.Array) -> jax.Array:
+    """The ridge outputs (m, c) of raw features ``x`` at one λ."""
+    return _logits_fn(ridge, _design(x, ridge.mean, ridge.scale), 1)(l2)
 
 
 @jax.jit
@@ -289,12 +297,11 @@ def check_config(config: dict[str, Any]) -> None:
                         "class; drop 1 from 'shots' or use l2_selection 'fixed' or 'val'")
 
 
-def cells(config: dict[str, Any] | None) -> list[dict[str, Any]]:
+def cells(config: dict[str, Any]) -> list[dict[str, Any]]:
     """One cell per (shots, seed), shots-major: setting ``f"{shots}shot"`` and ``seed``.
 
     A config with a scalar ``seed`` gives cells for that seed only (``seeds`` is ignored).
     """
-    config = merge_config(_NAME, config)
     seeds = [config["seed"]] if "seed" in config else _as_list(config["seeds"])
     base = {key: value for key, value in config.items() if key not in ("seeds", "seed", "setting")}
     return [{**base, "shots": shots, "seed": seed, "setting": f"{shots}shot"}
@@ -330,17 +337,45 @@ def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
     return L2_GRID[best], {"l2_grid": list(L2_GRID), "l2_holdout_top1": scores.tolist()}
 
 
-def _evaluate_cell(train: Split, val: Split | None, test: Split, num_classes: int,
-                   cell: dict[str, Any]) -> dict[str, Any]:
-    shots, seed = int(cell["shots"]), int(cell["seed"])
+@dataclasses.dataclass
+class FewShotHead:
+    """The eigendecomposed ridge problem of one few-shot set and the λ chosen for it."""
+
+    ridge: Ridge
+    l2: float
+
+
+def predict(head: FewShotHead, x: np.ndarray) -> np.ndarray:
+    """Ridge outputs (N, C) of features ``x`` (the argmax is the predicted class)."""
+    dtype = _float_dtype()
+    return np.asarray(_scores(head.ridge, jnp.asarray(x, dtype), jnp.asarray(head.l2, dtype)))
+
+
+def fit(train: Split, val: Split | None, *, num_classes: int, target: str, config: dict[str, Any],
+        context: Any = None) -> tuple[FewShotHead, dict[str, Any]]:
+    """Draw the cell's few-shot set from ``train``, fit the ridge, settle λ (never on test).
+
+    The details record the shots each class really had (a class with fewer than ``shots``
+    examples gives what it has): ``shots_per_class_min`` / ``_max``.
+    """
+    shots, seed = int(config["shots"]), int(config["seed"])
     index = sample_few_shot(train[1], shots, seed)
     few_x, few_y = train[0][index], train[1][index]
     ridge = fit_ridge(few_x, few_y, num_classes)
-    l2, selection_record = _choose_l2(ridge, few_y, val, cell)
-    top1 = float(ridge_top1(ridge, test, [l2])[0])
-    return {"top1": top1, "setting": f"{shots}shot", "shots": shots, "seed": seed, "l2": l2,
-            "l2_selection": cell["l2_selection"], "num_train": int(len(index)),
-            "num_test": int(len(test[1])), **selection_record}
+    l2, selection_record = _choose_l2(ridge, few_y, val, config)
+    per_class = np.bincount(few_y, minlength=num_classes)
+    present = per_class[np.bincount(train[1], minlength=num_classes) > 0]
+    details = {"setting": f"{shots}shot", "shots": shots, "seed": seed, "l2": l2,
+               "l2_selection": config["l2_selection"], "num_train": int(len(index)),
+               "shots_per_class_min": int(present.min()), "shots_per_class_max": int(present.max()),
+               "classes_in_train": int(len(present)), **selection_record}
+    return FewShotHead(ridge, l2), details
+
+
+def _evaluate_cell(train: Split, val: Split | None, test: Split, num_classes: int,
+                   cell: dict[str, Any]) -> dict[str, Any]:
+    head, details = fit(train, val, num_classes=num_classes, target="single", config=cell)
+    return {**headline(predict(head, test[0]), test[1]), **details, "num_test": int(len(test[1]))}
 
 
 def _summarise(results: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
@@ -378,8 +413,11 @@ def evaluate_features(train: Split, val: Split | None, test: Split, num_classes:
 
     ``val`` is used only when ``l2_selection`` is ``val`` (to judge λ, never as training data).
     """
-    config = merge_config(_NAME, config)
-    cell_list = cells(config)  # validates the settings before any work
+    config = merge_config(_NAME, config)  # validates the settings before any work
+    cell_list = cells(config)
     train, val, test, num_classes = check_splits(train, val, test, num_classes)
+    if np.ndim(train[1]) != 1:
+        raise UserError("fewshot draws examples per class, which needs single-label targets; use the "
+                        "linear or knn protocol for multi-hot labels")
     results = [_evaluate_cell(train, val, test, num_classes, cell) for cell in cell_list]
     return results[0] if _is_single_cell(config) else _summarise(results, config)

@@ -11,6 +11,7 @@ Training batches are drawn from (seed, step) alone, so a run resumed from its la
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 from pathlib import Path
@@ -29,11 +30,12 @@ from vtabkit.features import normalise
 from vtabkit.models.registry import Model
 from vtabkit.models.torch_adapter import require_flax
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, check_list, check_setting
-from vtabkit.tasks import Task
+from vtabkit.protocols.common import FitContext, Images, Number, check_list, check_setting
+from vtabkit.tasks import View
 
 DESCRIPTION = "fine-tune the whole backbone with a linear head; sweep on train/val, retrain on train+val"
-USES_FEATURES = False
+INPUT = "images"
+TARGETS = ("single",)  # a sigmoid head for multi-hot targets is not built yet
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -83,14 +85,17 @@ def schedule(lr: float, steps: int, config: dict[str, Any]) -> optax.Schedule:
                                  optax.piecewise_constant_schedule(lr, boundaries)], [warmup])
 
 
-def load_images(task: Task, split: str, model: Model, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """All images of ``split`` at the model's resolution (uint8, in host memory) and their labels."""
+def load_images(view: View, model: Model, data_dir: str | None,
+                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All images of ``view`` (or its ``rows``) at the model's resolution, uint8 in host memory,
+    and their labels."""
     images, labels = [], []
-    for batch, batch_labels, mask in data.batches(task, split, resolution=model.resolution,
-                                                  batch_size=256, data_dir=data_dir):
+    for batch, batch_labels, _, mask in data.batches(view, resolution=model.resolution,
+                                                     batch_size=256, data_dir=data_dir):
         images.append(np.clip(np.round(batch[mask]), 0, 255).astype(np.uint8))
         labels.append(batch_labels[mask])
-    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+    images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
+    return (images, labels) if rows is None else (images[rows], labels[rows])
 
 
 class Trainer:
@@ -111,8 +116,8 @@ class Trainer:
         self.eval_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
         self.optimizer = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=float(config["momentum"]))
         self.step = self._build_step()
-        self.predict = jax.jit(lambda params, images: jnp.argmax(
-            self.network.apply({"params": params}, normalise(self.model, images, jnp)), -1))
+        self.logits_step = jax.jit(lambda params, images: self.network.apply(
+            {"params": params}, normalise(self.model, images, jnp)))
 
     def init_params(self) -> Any:
         head = {"kernel": jnp.zeros((self._feature_dim(), self.network.num_classes)),
@@ -160,19 +165,19 @@ class Trainer:
         return (jax.device_put(batch_images, self.micro_sharding),
                 jax.device_put(labels[index].reshape(shape), self.micro_sharding))
 
-    def accuracy(self, params, task: Task, split: str, data_dir: str | None) -> float:
+    def logits(self, params, view: View, data_dir: str | None) -> np.ndarray:
+        """Logits (N, C) of every example of ``view``, streamed in fixed-size batches."""
         size = -(-256 // len(jax.local_devices())) * len(jax.local_devices())
-        correct = total = 0
-        for images, labels, mask in data.batches(task, split, resolution=self.model.resolution,
-                                                 batch_size=size, data_dir=data_dir):
+        outputs = []
+        for images, _, _, mask in data.batches(view, resolution=self.model.resolution,
+                                               batch_size=size, data_dir=data_dir):
             images = np.clip(np.round(images), 0, 255)  # the same uint8 rounding as the training images
-            predictions = np.asarray(self.predict(params, jax.device_put(images, self.eval_sharding)))
-            correct += int(((predictions == labels) & mask).sum())
-            total += int(mask.sum())
-        return correct / total
+            logits = np.asarray(self.logits_step(params, jax.device_put(images, self.eval_sharding)))
+            outputs.append(logits[mask])
+        return np.concatenate(outputs)
 
 
-def train(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: float, steps: int,
+def train_steps(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: float, steps: int,
           checkpoint_dir: Path | None) -> tuple[Any, list[float]]:
     """Train for ``steps``; resumes from the newest checkpoint in ``checkpoint_dir``."""
     import orbax.checkpoint as ocp
@@ -234,23 +239,42 @@ def fitting_trainer(model: Model, num_classes: int, config: dict[str, Any], imag
             micro = smaller
 
 
-def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any] | None = None,
-                   data_dir: str | None = None, work_dir: Path | None = None) -> dict[str, Any]:
-    """Sweep on train/val, retrain the best member on train+val, score test.
+@dataclasses.dataclass
+class FineTunedHead:
+    """The tuned network: its trainer (compiled steps) and its parameters."""
 
-    ``work_dir`` holds checkpoints and finished sweep members, so an interrupted call resumes;
-    the caller removes it once the result is stored.
+    trainer: Trainer
+    params: Any
+
+
+def predict(head: FineTunedHead, inputs: Images) -> np.ndarray:
+    """Logits (N, C) of the tuned network on every image of ``inputs``."""
+    logits = head.trainer.logits(head.params, inputs.view, inputs.data_dir)
+    return logits if inputs.rows is None else logits[inputs.rows]
+
+
+def _val_top1(trainer: Trainer, params: Any, val: Images) -> float:
+    predicted = np.argmax(predict(FineTunedHead(trainer, params), val), axis=1)
+    return float(np.mean(predicted == val.targets))
+
+
+def fit(train: Images, val: Images | None, *, num_classes: int, target: str, config: dict[str, Any],
+        context: FitContext | None = None) -> tuple[FineTunedHead, dict[str, Any]]:
+    """Sweep on train/val, retrain the best member on train+val: the tuned network is the head.
+
+    ``context.work_dir`` holds checkpoints and finished sweep members, so an interrupted call
+    resumes; the caller removes it once the results are stored.
     """
-    config = merge_config("finetune", config)
+    context = context or FitContext()
+    model, work_dir = context.model, context.work_dir
     require_flax(model)
+    if val is None:
+        raise UserError("finetune needs a validation split to choose among the sweep, and this task "
+                        "has none in this regime")
     sweep = config["sweeps"][config["sweep"]]
     members = [(float(lr), int(steps)) for lr in sweep["lr"] for steps in sweep["steps"]]
-    train_split, val_split, test_split = task.regime_splits(regime)
-    if val_split is None:
-        raise UserError(f"finetune needs a validation split to choose among the sweep; task {task.id!r} "
-                        f"has none in the {regime!r} regime")
-    images, labels = load_images(task, train_split, model, data_dir)
-    trainer = fitting_trainer(model, task.num_classes, config, images, labels)
+    images, labels = load_images(train.view, model, train.data_dir, train.rows)
+    trainer = fitting_trainer(model, num_classes, config, images, labels)
     finished_path = work_dir / "sweep.json" if work_dir else None
     finished = json.loads(finished_path.read_text()) if finished_path and finished_path.exists() else {}
 
@@ -258,8 +282,8 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
         key = f"lr={lr:g},steps={steps}"
         if key in finished:  # done before an interruption
             continue
-        params, losses = train(trainer, images, labels, lr, steps, work_dir and work_dir / key)
-        finished[key] = {"val_top1": trainer.accuracy(params, task, val_split, data_dir),
+        params, losses = train_steps(trainer, images, labels, lr, steps, work_dir and work_dir / key)
+        finished[key] = {"val_top1": _val_top1(trainer, params, val),
                          "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
         if finished_path:
             finished_path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,12 +293,12 @@ def evaluate_model(model: Model, task: Task, regime: str, config: dict[str, Any]
     best = max(range(len(members)), key=lambda i: (finished[keys[i]]["val_top1"], -i))
     best_lr, best_steps = members[best]
 
-    val_images, val_labels = load_images(task, val_split, model, data_dir)
+    val_images, val_labels = load_images(val.view, model, val.data_dir, val.rows)
     images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
-    params, losses = train(trainer, images, labels, best_lr, best_steps, work_dir and work_dir / "final")
-    result = {"top1": trainer.accuracy(params, task, test_split, data_dir), "lr": best_lr, "steps": best_steps,
-              "sweep": finished, "final_losses": [losses[0], losses[-1]] if losses else None,
-              "batch_size": trainer.batch, "micro_batch_size": trainer.batch // trainer.accumulation,
-              "accumulation": trainer.accumulation,
-              "devices": jax.local_device_count()}
-    return result
+    params, losses = train_steps(trainer, images, labels, best_lr, best_steps, work_dir and work_dir / "final")
+    details = {"lr": best_lr, "steps": best_steps, "sweep": finished,
+               "final_losses": [losses[0], losses[-1]] if losses else None,
+               "batch_size": trainer.batch, "micro_batch_size": trainer.batch // trainer.accumulation,
+               "accumulation": trainer.accumulation, "devices": jax.local_device_count(),
+               "num_train": int(len(labels) - len(val_labels)), "num_val": int(len(val_labels))}
+    return FineTunedHead(trainer, params), details

@@ -2,17 +2,18 @@
 
 Features are L2-normalised; each query's k most cosine-similar bank examples vote for their
 label with weight exp(similarity / T), T = 0.07; the class with the largest total wins (ties go
-to the lower class index); the score is top-1 on the whole test split. k runs over
-``ks`` = {10, 20, 100, 200} by default, each capped at the bank size.
+to the lower class index). With multi-hot targets each class scores the weighted share of
+the neighbours that carry it. Scores are logit-like (`scores_from_votes`).
 
 How k is settled (DINO has no val split; vtabkit never chooses k on test):
 
-- **no val split**: the bank is the train split; ``top1_at_k`` reports every k and ``top1`` is
-  the one at the default ``k`` (20).
-- **val split given**: k is chosen on val with the train split as the bank (best val top-1;
-  ties go to the smaller k), then the test split is scored with the bank train + val — the
-  VTAB habit of refitting on train+val once hyper-parameters are fixed. ``top1_at_k`` then
-  holds test top-1 for every k with that bank (for reference only; ``top1`` is at the chosen k).
+- **no val split**: the bank is the train split and k is the configured ``k`` (20).
+- **val split given**: k is chosen among ``ks`` = {10, 20, 100, 200} on val with the train
+  split as the bank (best val top-1, or mAP for multi-hot targets; ties go to the smaller k),
+  then the eval sets are scored with the bank train + val — the VTAB habit of refitting on
+  train+val once hyper-parameters are fixed.
+
+A k larger than the bank is capped at the bank size, visibly (``k_used``, ``k_capped``).
 
 Similarities are computed on device with jax.numpy, ``chunk_size`` test examples at a time, so
 memory stays at chunk_size x bank_size whatever the test size; products run at full float32
@@ -21,6 +22,7 @@ precision so neighbours do not depend on the accelerator's matmul defaults.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any, Sequence
 
@@ -28,11 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vtabkit import metrics
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, check_list, check_setting, check_splits
+from vtabkit.protocols.common import (FitContext, Number, check_list, check_setting, check_splits,
+                                      headline, target_kind)
 
 DESCRIPTION = "k-NN: cosine similarity, votes weighted by exp(sim/0.07), k in 10/20/100/200 (DINO)"
-USES_FEATURES = True
+INPUT = "features"
+TARGETS = ("single", "multi")
 
 _NAME = "knn"
 
@@ -50,9 +55,8 @@ def check_config(config: dict[str, Any]) -> None:
     check_setting(_NAME, config, "temperature", Number, lambda v: v > 0, "a positive number")
 
 
-def cells(config: dict[str, Any] | None) -> list[dict[str, Any]]:
+def cells(config: dict[str, Any]) -> list[dict[str, Any]]:
     """One cell: k-NN has no sampling, so a single setting ``"default"`` with seed 0."""
-    config = merge_config(_NAME, config)
     return [{**config, "setting": "default", "seed": 0}]
 
 
@@ -66,34 +70,43 @@ def _l2_normalise(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(norm, jnp.finfo(x.dtype).tiny)
 
 
-@partial(jax.jit, static_argnames=("ks", "num_classes"))
-def _predict_chunk(bank: jax.Array, bank_labels: jax.Array, queries: jax.Array,
-                   temperature: jax.Array, ks: tuple[int, ...], num_classes: int) -> jax.Array:
-    """Predicted classes of one chunk of queries for each k, shape (len(ks), chunk)."""
+@partial(jax.jit, static_argnames=("ks", "num_classes", "multi"))
+def _votes_chunk(bank: jax.Array, bank_targets: jax.Array, queries: jax.Array, temperature: jax.Array,
+                 ks: tuple[int, ...], num_classes: int, multi: bool) -> jax.Array:
+    """Weighted votes of one chunk of queries for each k, shape (len(ks), chunk, C).
+
+    Single labels: the total weight per class. Multi-hot targets: the weighted share of the
+    neighbours that carry each class, in [0, 1].
+    """
     similarity = jnp.matmul(_l2_normalise(queries), bank.T, precision=jax.lax.Precision.HIGHEST)
     top_similarity, top_index = jax.lax.top_k(similarity, max(ks))  # sorted, best first
     weights = jnp.exp(top_similarity / temperature)
-    labels = bank_labels[top_index]
+    neighbours = bank_targets[top_index]
     rows = jnp.arange(queries.shape[0])[:, None]
-    predictions = []
+    votes = []
     for k in ks:  # the k nearest are a prefix of the max(ks) nearest
-        votes = jnp.zeros((queries.shape[0], num_classes), weights.dtype)
-        votes = votes.at[rows, labels[:, :k]].add(weights[:, :k])
-        predictions.append(jnp.argmax(votes, axis=1))
-    return jnp.stack(predictions)
+        if multi:
+            share = jnp.einsum("qk,qkc->qc", weights[:, :k], neighbours[:, :k].astype(weights.dtype),
+                               precision=jax.lax.Precision.HIGHEST)
+            votes.append(share / weights[:, :k].sum(axis=1, keepdims=True))
+        else:
+            zeros = jnp.zeros((queries.shape[0], num_classes), weights.dtype)
+            votes.append(zeros.at[rows, neighbours[:, :k]].add(weights[:, :k]))
+    return jnp.stack(votes)
 
 
-def knn_predict(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, num_classes: int,
-                ks: Sequence[int], temperature: float = 0.07,
-                chunk_size: int = 256) -> dict[int, np.ndarray]:
-    """Weighted k-NN predictions of ``query_x`` for each k in ``ks`` (capped at the bank size).
+def knn_votes(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, num_classes: int,
+              ks: Sequence[int], temperature: float = 0.07, chunk_size: int = 256) -> dict[int, np.ndarray]:
+    """Weighted k-NN votes (m, C) of ``query_x`` for each k in ``ks`` (capped at the bank size).
 
-    Returns ``{k: predicted classes (m,)}``. Queries go through in chunks of ``chunk_size``;
-    the last chunk is padded to the same shape (one compilation) and its padding dropped.
+    ``bank_y`` holds int labels or multi-hot rows. Queries go through in chunks of
+    ``chunk_size``; the last chunk is padded to the same shape (one compilation) and its
+    padding dropped.
     """
     dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless jax_enable_x64
+    multi = np.ndim(bank_y) == 2
     bank = _l2_normalise(jnp.asarray(bank_x, dtype))
-    bank_labels = jnp.asarray(bank_y, jnp.int32)
+    bank_targets = jnp.asarray(bank_y, jnp.uint8 if multi else jnp.int32)
     used = tuple(sorted({min(int(k), len(bank_y)) for k in ks}))
     chunk_size = min(chunk_size, len(query_x))
     temperature_array = jnp.asarray(temperature, dtype)
@@ -102,49 +115,101 @@ def knn_predict(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, num
         chunk = np.asarray(query_x[start:start + chunk_size], dtype)
         padded = np.zeros((chunk_size, chunk.shape[1]), dtype)
         padded[:len(chunk)] = chunk
-        predicted = _predict_chunk(bank, bank_labels, jnp.asarray(padded), temperature_array,
-                                   used, num_classes)
-        outputs.append((predicted, len(chunk)))  # stays on device; jax runs ahead
-    stacked = np.concatenate([np.asarray(p)[:, :n] for p, n in outputs], axis=1)
+        votes = _votes_chunk(bank, bank_targets, jnp.asarray(padded), temperature_array, used,
+                             num_classes, multi)
+        outputs.append((votes, len(chunk)))  # stays on device; jax runs ahead
+    stacked = np.concatenate([np.asarray(v)[:, :n] for v, n in outputs], axis=1)
     by_used = dict(zip(used, stacked))
     return {int(k): by_used[min(int(k), len(bank_y))] for k in ks}
 
 
-def _top1_at_k(bank: Split, queries: Split, num_classes: int, ks: Sequence[int],
-               config: dict[str, Any]) -> dict[int, float]:
-    predictions = knn_predict(bank[0], bank[1], queries[0], num_classes, ks,
-                              float(config["temperature"]), int(config["chunk_size"]))
-    return {k: float(np.mean(p == queries[1])) for k, p in predictions.items()}
+def knn_predict(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, num_classes: int,
+                ks: Sequence[int], temperature: float = 0.07,
+                chunk_size: int = 256) -> dict[int, np.ndarray]:
+    """Predicted classes ``{k: (m,)}`` of single-label k-NN (ties go to the lower class index)."""
+    votes = knn_votes(bank_x, bank_y, query_x, num_classes, ks, temperature, chunk_size)
+    return {k: np.argmax(v, axis=1) for k, v in votes.items()}
+
+
+def scores_from_votes(votes: np.ndarray, multi: bool) -> np.ndarray:
+    """Logit-like scores: log of the vote shares (softmax gives the shares back), or for
+    multi-hot targets the logit of each class's share (sigmoid gives it back; 0.5 = half the
+    neighbours' weight). Clipped so that a class without votes stays finite."""
+    votes = np.asarray(votes, np.float64)
+    if multi:
+        share = np.clip(votes, 1e-7, 1 - 1e-7)
+        return np.log(share) - np.log1p(-share)
+    share = votes / votes.sum(axis=1, keepdims=True)
+    return np.log(np.maximum(share, np.finfo(np.float64).tiny))
+
+
+@dataclasses.dataclass
+class KnnHead:
+    """The bank a query is compared with, and the k chosen."""
+
+    bank_x: np.ndarray
+    bank_y: np.ndarray
+    k: int
+    num_classes: int
+    temperature: float
+    chunk_size: int
+
+
+def predict(head: KnnHead, x: np.ndarray) -> np.ndarray:
+    votes = knn_votes(head.bank_x, head.bank_y, x, head.num_classes, [head.k], head.temperature,
+                      head.chunk_size)[head.k]
+    return scores_from_votes(votes, np.ndim(head.bank_y) == 2)
+
+
+def _val_scores(bank: Split, queries: Split, num_classes: int, ks: Sequence[int],
+                config: dict[str, Any]) -> dict[int, float]:
+    """Top-1 (mAP for multi-hot targets) of every k on the held-out ``queries``."""
+    multi = np.ndim(bank[1]) == 2
+    votes = knn_votes(bank[0], bank[1], queries[0], num_classes, ks, float(config["temperature"]),
+                      int(config["chunk_size"]))
+    score = metrics.get_metric("map" if multi else "top1").function
+    return {k: float(score(scores_from_votes(v, multi), queries[1])) for k, v in votes.items()}
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation
+# Fit, predict, evaluate
 # ---------------------------------------------------------------------------------------------
 
-def evaluate_features(train: Split, val: Split | None, test: Split, num_classes: int,
-                      config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """k-NN top-1 of frozen features; ``config`` keys override ``protocols/knn.yaml``.
+def fit(train: Split, val: Split | None, *, num_classes: int, target: str, config: dict[str, Any],
+        context: FitContext | None = None) -> tuple[KnnHead, dict[str, Any]]:
+    """Settle k (on val when there is one, bank = train) and build the bank (train + val).
 
-    Returns ``{"top1", "k", "k_used", "k_selection", "top1_at_k", "temperature",
-    "bank_size", "num_test"}`` and, when ``val`` is given, ``val_top1_at_k``. ``k`` is the
-    chosen k ("val") or the default ``k`` ("default"); ``k_used`` is it capped at the bank size.
-    Dict keys of ``*_top1_at_k`` are the k values as strings (stable through JSON).
+    Without val, k is the configured ``k``. A k larger than the bank is capped at the bank
+    size, and the details say so (``k_used``, ``k_capped``).
     """
-    config = merge_config(_NAME, config)
-    train, val, test, num_classes = check_splits(train, val, test, num_classes)
-    ks = sorted(set(config["ks"]) | {config["k"]})
-    record: dict[str, Any] = {}
+    ks = sorted(set(config["ks"]))
+    details: dict[str, Any] = {}
     if val is None:
-        k, selection, bank = config["k"], "default", train
+        k, selection, bank = int(config["k"]), "default", train
     else:
-        val_scores = _top1_at_k(train, val, num_classes, ks, config)
+        val_scores = _val_scores(train, val, num_classes, ks, config)
         best = max(val_scores.values())
         k = min(k for k, score in val_scores.items() if score == best)  # ties: smaller k
         selection = "val"
         bank = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
-        record["val_top1_at_k"] = {str(k): s for k, s in val_scores.items()}
-    test_scores = _top1_at_k(bank, test, num_classes, ks, config)
-    return {"top1": test_scores[k], "k": k, "k_used": min(k, len(bank[1])),
-            "k_selection": selection, "top1_at_k": {str(k): s for k, s in test_scores.items()},
-            "temperature": float(config["temperature"]), "bank_size": int(len(bank[1])),
-            "num_test": int(len(test[1])), **record}
+        details[f"val_{'map' if target == 'multi' else 'top1'}_at_k"] = {str(k): s for k, s in val_scores.items()}
+    used = min(k, len(bank[1]))
+    head = KnnHead(bank[0], bank[1], used, num_classes, float(config["temperature"]), int(config["chunk_size"]))
+    details.update(k=k, k_used=used, k_capped=used < k, k_selection=selection,
+                   temperature=float(config["temperature"]), bank_size=int(len(bank[1])))
+    return head, details
+
+
+def evaluate_features(train: Split, val: Split | None, test: Split, num_classes: int,
+                      config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """k-NN top-1 (``map`` for multi-hot labels) of frozen features; ``config`` keys override
+    ``protocols/knn.yaml``.
+
+    Returns the headline score, ``k`` (chosen on val, or the configured ``k`` without val),
+    ``k_used`` (capped at the bank size), ``k_selection``, ``temperature``, ``bank_size``,
+    ``num_test`` and, with val, the val score per k (dict keys are k as strings).
+    """
+    config = merge_config(_NAME, config)
+    train, val, test, num_classes = check_splits(train, val, test, num_classes)
+    head, details = fit(train, val, num_classes=num_classes, target=target_kind(train[1]), config=config)
+    return {**headline(predict(head, test[0]), test[1]), **details, "num_test": int(len(test[1]))}

@@ -1,7 +1,9 @@
-"""Linear probe: multinomial logistic regression on frozen features, solved in JAX.
+"""Linear probe: logistic regression on frozen features, solved in JAX.
 
-For each l2 strength of the grid the probe is fit on train, scored on val, and the best l2
-(ties → the stronger one) is refit on train+val and scored on test. Fits use full-batch
+Single-label targets get a multinomial (softmax) probe; multi-hot targets one sigmoid per
+class (the sum of independent binary problems, i.e. one-vs-rest). For each l2 strength of the grid the probe is fit on train, scored on val, and the best l2
+(ties → the stronger one; judged by top-1, or mAP for multi-hot targets) is refit on
+train+val; the head predicts logits. Fits use full-batch
 L-BFGS (optax) and run over the grid from strong to weak regularisation, each warm-started
 from the previous solution, all inside one compiled function. Selection and refit share one
 compiled shape: rows outside the current fit get weight 0.
@@ -9,6 +11,7 @@ compiled shape: rows outside the current fit get weight 0.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -17,11 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vtabkit import metrics
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, check_list, check_setting, check_splits, top1
+from vtabkit.protocols.common import (FitContext, Number, check_list, check_setting, check_splits,
+                                      headline, target_kind)
 
-DESCRIPTION = "multinomial logistic regression on frozen features; l2 chosen on val, refit on train+val"
-USES_FEATURES = True
+DESCRIPTION = "logistic regression on frozen features (softmax, or sigmoid per class for multi-label); l2 on val"
+INPUT = "features"
+TARGETS = ("single", "multi")
+VAL_FRACTION = 0.2  # share of train held out to choose l2 when the task has no val split
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -42,9 +49,13 @@ def _weighted_standardizer(x, weights):
     return mean, jnp.sqrt(var) + 1e-6
 
 
-@partial(jax.jit, static_argnames=("num_classes", "max_iter", "standardize"))
-def fit_path(x, y, weights, l2_grid, *, num_classes: int, max_iter: int, tol: float, standardize: bool):
+@partial(jax.jit, static_argnames=("num_classes", "max_iter", "standardize", "multi"))
+def fit_path(x, y, weights, l2_grid, *, num_classes: int, max_iter: int, tol: float, standardize: bool,
+             multi: bool = False):
     """Fit one probe per l2 in ``l2_grid`` (descending), rows weighted by ``weights``.
+
+    ``y`` holds int labels (softmax cross-entropy) or, with ``multi``, (N, C) multi-hot rows
+    (binary cross-entropy summed over classes).
 
     Returns (W (L, D, C), b (L, C), mean (D,), scale (D,), iterations (L,)).
     """
@@ -53,13 +64,16 @@ def fit_path(x, y, weights, l2_grid, *, num_classes: int, max_iter: int, tol: fl
     else:
         mean, scale = jnp.zeros(x.shape[1], x.dtype), jnp.ones(x.shape[1], x.dtype)
     z = (x - mean) / scale
-    onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
+    onehot = y.astype(x.dtype) if multi else jax.nn.one_hot(y, num_classes, dtype=x.dtype)
     total = weights.sum()
 
     def loss(params, l2):
         w, b = params
         logits = z @ w + b
-        nll = jax.nn.logsumexp(logits, axis=1) - (onehot * logits).sum(1)
+        if multi:
+            nll = (jax.nn.softplus(logits) - onehot * logits).sum(1)
+        else:
+            nll = jax.nn.logsumexp(logits, axis=1) - (onehot * logits).sum(1)
         return (weights * nll).sum() / total + 0.5 * l2 * (w * w).sum()
 
     solver = optax.lbfgs()
@@ -93,8 +107,67 @@ def choose_l2(grid: list[float], val_scores: list[float]) -> float:
     return max(l2 for l2, score in zip(grid, val_scores) if score == best)
 
 
-def _predict(w, b, mean, scale, x):
-    return np.argmax(((x - mean) / scale) @ w + b, axis=-1)
+@dataclasses.dataclass
+class LinearHead:
+    """A fitted probe: logits = ((x - mean) / scale) @ w + b."""
+
+    w: np.ndarray
+    b: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+
+
+def predict(head: LinearHead, x: np.ndarray) -> np.ndarray:
+    """Logits (N, C) of features ``x``."""
+    return ((np.asarray(x, np.float32) - head.mean) / head.scale) @ head.w + head.b
+
+
+def fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None, *,
+        num_classes: int, target: str, config: dict[str, Any],
+        context: FitContext | None = None) -> tuple[LinearHead, dict[str, Any]]:
+    """Select l2 on ``val`` (fit on ``train``), refit on train+val with it.
+
+    Without ``val``, a seeded 20% of ``train`` (no stratification) plays val, and the details
+    say so (``val_source: "train_holdout"``). ``config`` is the merged settings of one cell.
+    """
+    (x_train, y_train), (x_val, y_val), val_source = _with_val(train, val, config)
+    multi = target == "multi"
+    select_by = "map" if multi else "top1"
+    grid = sorted((float(l2) for l2 in config["l2_grid"]), reverse=True)  # strong → weak: warm starts
+    x_all = jnp.asarray(np.concatenate([x_train, x_val]), jnp.float32)
+    y_all = jnp.asarray(np.concatenate([y_train, y_val]))
+    max_iter = int(config["max_iter"])
+    solve = partial(fit_path, num_classes=num_classes, max_iter=max_iter, tol=float(config["tol"]),
+                    standardize=bool(config["standardize"]), multi=multi)
+
+    train_only = jnp.asarray(np.r_[np.ones(len(y_train)), np.zeros(len(y_val))], jnp.float32)
+    w, b, mean, scale, iterations = (np.asarray(a) for a in solve(x_all, y_all, train_only,
+                                                                  jnp.asarray(grid, jnp.float32)))
+    score = metrics.get_metric(select_by).function
+    val_scores = [score(predict(LinearHead(w[i], b[i], mean, scale), x_val), y_val) for i in range(len(grid))]
+    best = grid.index(choose_l2(grid, val_scores))
+
+    everything = jnp.ones(len(y_all), jnp.float32)
+    # The refit repeats the chosen l2 to keep the compiled shape; repeats after the first converge
+    # at once from their warm start, so this costs one fit, not len(grid).
+    refit_grid = jnp.full(len(grid), grid[best], jnp.float32)
+    w, b, mean, scale, refit_iterations = (np.asarray(a) for a in solve(x_all, y_all, everything, refit_grid))
+    counts = [int(i) for i in iterations] + [int(refit_iterations[0])]
+    details = {"l2": grid[best], "selected_by": f"val_{select_by}", "val_source": val_source,
+               f"val_{select_by}": {f"{l2:.3g}": value for l2, value in zip(grid, val_scores)},
+               "iterations": counts, "converged": all(count < max_iter for count in counts),
+               "num_train": int(len(y_train)), "num_val": int(len(y_val))}
+    return LinearHead(w[0], b[0], mean, scale), details
+
+
+def _with_val(train, val, config):
+    x_train, y_train = train
+    if val is not None:
+        return train, val, "val"
+    order = np.random.default_rng(config.get("seed", 0)).permutation(len(y_train))
+    cut = int(round((1 - VAL_FRACTION) * len(order)))
+    return ((x_train[order[:cut]], y_train[order[:cut]]), (x_train[order[cut:]], y_train[order[cut:]]),
+            "train_holdout")
 
 
 def evaluate_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
@@ -103,36 +176,10 @@ def evaluate_features(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarra
     """Select l2 on ``val`` (train on ``train``), refit on train+val, score ``test``.
 
     Without ``val``, 20% of ``train`` (a seeded, stratification-free hold-out) plays val.
-    Returns ``top1`` (test), ``l2``, ``val_top1`` per l2 and solver iterations.
+    Returns ``top1`` (test; ``map`` for multi-hot labels), ``l2``, the val score per l2 and
+    solver iterations.
     """
     config = merge_config("linear", config)
-    (x_train, y_train), val, (x_test, y_test), num_classes = check_splits(train, val, test, num_classes)
-    if val is None:
-        order = np.random.default_rng(config.get("seed", 0)).permutation(len(y_train))
-        cut = int(round(0.8 * len(order)))
-        (x_train, y_train), (x_val, y_val) = ((x_train[order[:cut]], y_train[order[:cut]]),
-                                              (x_train[order[cut:]], y_train[order[cut:]]))
-    else:
-        x_val, y_val = val
-
-    grid = sorted((float(l2) for l2 in config["l2_grid"]), reverse=True)  # strong → weak: warm starts
-    x_all = jnp.asarray(np.concatenate([x_train, x_val]), jnp.float32)
-    y_all = jnp.asarray(np.concatenate([y_train, y_val]))
-    solve = partial(fit_path, num_classes=num_classes, max_iter=int(config["max_iter"]),
-                    tol=float(config["tol"]), standardize=bool(config["standardize"]))
-
-    train_only = jnp.asarray(np.r_[np.ones(len(y_train)), np.zeros(len(y_val))], jnp.float32)
-    w, b, mean, scale, iterations = (np.asarray(a) for a in solve(x_all, y_all, train_only, jnp.asarray(grid, jnp.float32)))
-    val_scores = [top1(_predict(w[i], b[i], mean, scale, x_val), y_val) for i in range(len(grid))]
-    best = grid.index(choose_l2(grid, val_scores))
-
-    everything = jnp.ones(len(y_all), jnp.float32)
-    # The refit repeats the chosen l2 to keep the compiled shape; repeats after the first converge
-    # at once from their warm start, so this costs one fit, not len(grid).
-    refit_grid = jnp.full(len(grid), grid[best], jnp.float32)
-    w, b, mean, scale, refit_iterations = (np.asarray(a) for a in solve(x_all, y_all, everything, refit_grid))
-    return {"top1": top1(_predict(w[0], b[0], mean, scale, x_test), y_test),
-            "l2": grid[best],
-            "val_top1": {f"{l2:.3g}": score for l2, score in zip(grid, val_scores)},
-            "iterations": [int(i) for i in iterations] + [int(refit_iterations[0])],
-            "num_train": int(len(y_train)), "num_val": int(len(y_val)), "num_test": int(len(y_test))}
+    train, val, test, num_classes = check_splits(train, val, test, num_classes)
+    head, details = fit(train, val, num_classes=num_classes, target=target_kind(train[1]), config=config)
+    return {**headline(predict(head, test[0]), test[1]), **details, "num_test": int(len(test[1]))}
