@@ -1,5 +1,6 @@
 """Feature extraction: every example once, fixed batch shape, checked output, honest cache keys."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,10 +34,11 @@ def test_every_example_once_with_padded_last_batch(mnist_task_dir):
 
     model = Model(apply=apply, resolution=28, jittable=False, name="pixels4")
     with tfds.testing.mock_data(**MOCK):
-        feats, labels = features.compute_features(model, task, "test", data_dir=None, batch_size=32)
+        feats, labels, ids = features.compute_features(model, task.view("test"), data_dir=None, batch_size=32)
         reference = np.stack([example["image"] for example in tfds.as_numpy(
             tfds.load("mnist", split="test", shuffle_files=False))])
     assert feats.shape == (100, 4) and labels.shape == (100,)  # 100 = 3 x 32 + 4: nothing dropped
+    assert list(ids) == [f"mnist-test-00000-of-00001__{i}" for i in range(100)]  # TFDS ids, in order
     assert set(calls) == {(32, 28, 28, 3)}  # one shape for every call, the last batch padded
     np.testing.assert_allclose(feats[:, 0], reference.reshape(100, -1)[:, 0] / 255.0, atol=1e-6)
 
@@ -50,7 +52,7 @@ def test_bad_model_output_names_the_model(mnist_task_dir, apply, message):
     task = tasks.get_task("mock_mnist", [mnist_task_dir])
     model = Model(apply=apply, resolution=8, name="broken")
     with tfds.testing.mock_data(**MOCK), pytest.raises(UserError, match=f"model 'broken'.*{message}"):
-        features.compute_features(model, task, "test", data_dir=None, batch_size=16)
+        features.compute_features(model, task.view("test"), data_dir=None, batch_size=16)
 
 
 def test_cache_key_changes_with_every_input(mnist_task_dir, tmp_path):
@@ -64,11 +66,29 @@ def test_cache_key_changes_with_every_input(mnist_task_dir, tmp_path):
     (changed / "t.yaml").write_text(
         (mnist_task_dir / "mock_mnist.yaml").read_text().replace("test: test", "test: test[:50%]"))
     other_task = tasks.get_task("mock_mnist", [changed])
-    key = features.cache_key(base, task, "test")
-    assert key == features.cache_key(_mean_colour(params={"w": np.zeros(3)}), task, "test")
-    others = {features.cache_key(m, task, "test") for m in (other_weights, other_resolution, other_range)}
-    others |= {features.cache_key(base, task, "train[:800]"), features.cache_key(base, other_task, "test")}
+    key = features.cache_key(base, task.view("test"))
+    assert key == features.cache_key(_mean_colour(params={"w": np.zeros(3)}), task.view("test"))
+    others = {features.cache_key(m, task.view("test")) for m in (other_weights, other_resolution, other_range)}
+    others |= {features.cache_key(base, task.view("train800")), features.cache_key(base, other_task.view("test"))}
     assert key not in others and len(others) == 5
+
+
+def test_cache_is_keyed_by_the_images_not_the_task(mnist_task_dir, tmp_path):
+    """Another task on the same images (other labels, other description) shares the features;
+    the labels are keyed apart."""
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    relabelled = tmp_path / "relabelled"
+    relabelled.mkdir()
+    (relabelled / "t.yaml").write_text((mnist_task_dir / "mock_mnist.yaml").read_text()
+                                       .replace("task: mock_mnist", "task: mock_parity\ndescription: odd or even")
+                                       .replace("num_classes: 10", "num_classes: 5\n"
+                                                "label: {rule: floor_divide, key: label, divisor: 2}"))
+    other = tasks.get_task("mock_parity", [relabelled])
+    model = _mean_colour(params={"w": np.zeros(3)})
+    assert features.cache_key(model, task.view("test")) == features.cache_key(model, other.view("test"))
+    assert features.labels_key(task.view("test")) != features.labels_key(other.view("test"))
+    described = dataclasses.replace(task, definition=dict(task.definition, description="new words"))
+    assert described.hash == task.hash  # documentation does not change what is computed
 
 
 def test_cache_reuses_features_without_running_the_model(mnist_task_dir, tmp_path):
@@ -81,11 +101,14 @@ def test_cache_reuses_features_without_running_the_model(mnist_task_dir, tmp_pat
 
     model = Model(apply=apply, resolution=8, jittable=False, name="counted", fingerprint="f1")
     with tfds.testing.mock_data(**MOCK):
-        first = features.load_or_compute(model, task, "test", data_dir=None, cache_dir=tmp_path, batch_size=50)
+        first = features.load_or_compute(model, task.view("test"), data_dir=None, cache_dir=tmp_path, batch_size=50)
         count = len(calls)
-        second = features.load_or_compute(model, task, "test", data_dir=None, cache_dir=tmp_path, batch_size=50)
+        second = features.load_or_compute(model, task.view("test"), data_dir=None, cache_dir=tmp_path, batch_size=50)
     assert count == 2 and len(calls) == 2  # the second call read the cache
-    np.testing.assert_array_equal(first[0], second[0])
+    assert not first.from_cache and second.from_cache
+    np.testing.assert_array_equal(first.features, second.features)
+    np.testing.assert_array_equal(first.ids, second.ids)
+    np.testing.assert_array_equal(first.targets, second.targets)
     assert not list(tmp_path.glob("*.tmp"))  # no half-written cache entries left behind
 
 
@@ -99,7 +122,7 @@ weights = np.random.default_rng(0).normal(size=(8 * 8 * 3, 5)).astype(np.float32
 model = Model(apply=lambda p, x: jnp.tanh(x.reshape(len(x), -1) @ p), params=weights, resolution=8,
               name="proj", fingerprint="p")
 with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=100):
-    feats, labels = features.compute_features(model, task, "test", data_dir=None, batch_size=30)
+    feats, labels, _ = features.compute_features(model, task.view("test"), data_dir=None, batch_size=30)
 print(json.dumps({"devices": jax.device_count(), "features": feats.tolist()}))
 """
 
@@ -126,6 +149,6 @@ def test_one_compilation_serves_every_split(mnist_task_dir):
 
     model = Model(apply=apply, resolution=8, name="traced", fingerprint="t")
     with tfds.testing.mock_data(**MOCK):
-        for split in ("train[:800]", "train[800:1000]", "test"):
-            features.compute_features(model, task, split, data_dir=None, batch_size=32)
+        for split in ("train800", "val200", "test"):
+            features.compute_features(model, task.view(split), data_dir=None, batch_size=32)
     assert traces == [(32, 8, 8, 3)]

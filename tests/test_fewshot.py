@@ -286,7 +286,7 @@ def test_mismatched_feature_widths_are_a_user_error():
 ])
 def test_bad_settings_are_user_errors(config, message):
     with pytest.raises(UserError, match=message):
-        fewshot.cells(config)
+        fewshot.cells(merge_config("fewshot", config))
 
 
 def test_val_selection_without_val_is_a_user_error(digits):

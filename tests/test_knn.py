@@ -61,16 +61,29 @@ def test_temperature_is_used(digits):
     np.testing.assert_array_equal(got[200], reference_predict(bank_x, bank_y, test_x, 200, 1.0))
 
 
-def test_without_val_reports_every_k_and_the_default(digits):
-    result = knn.evaluate_features(digits["train"], None, digits["test"], NUM_CLASSES)
+def test_without_val_uses_the_configured_k(digits):
     test_x, test_y = digits["test"]
-    for k in KS:
+    for k in (20, 100):
+        result = knn.evaluate_features(digits["train"], None, digits["test"], NUM_CLASSES, {"k": k})
         expected = np.mean(reference_predict(*digits["train"], test_x, k) == test_y)
-        assert result["top1_at_k"][str(k)] == pytest.approx(expected, abs=1e-12)
-    assert result["k"] == 20 and result["k_selection"] == "default"
-    assert result["top1"] == result["top1_at_k"]["20"]
+        assert result["top1"] == pytest.approx(expected, abs=1e-12)
+        assert result["k"] == result["k_used"] == k and result["k_selection"] == "default"
     assert result["bank_size"] == 900 and result["num_test"] == len(test_y)
-    assert result["temperature"] == 0.07 and "val_top1_at_k" not in result
+    assert result["temperature"] == 0.07 and "val_top1_at_k" not in result and not result["k_capped"]
+
+
+def test_k_beyond_the_bank_is_capped_visibly(digits):
+    bank = (digits["train"][0][:50], digits["train"][1][:50])
+    result = knn.evaluate_features(bank, None, digits["test"], NUM_CLASSES, {"k": 200})
+    assert result["k"] == 200 and result["k_used"] == 50 and result["k_capped"]
+    expected = np.mean(reference_predict(*bank, digits["test"][0], 50) == digits["test"][1])
+    assert result["top1"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_val_selection_only_tries_the_listed_ks(digits):
+    result = knn.evaluate_features(digits["train"], digits["val"], digits["test"], NUM_CLASSES,
+                                   {"ks": [10, 100], "k": 20})
+    assert set(result["val_top1_at_k"]) == {"10", "100"} and result["k"] in (10, 100)
 
 
 def test_with_val_k_is_chosen_on_val_and_test_uses_train_plus_val(digits):
@@ -101,9 +114,10 @@ def test_k_selection_never_reads_test(digits):
 
 
 def test_chunk_size_does_not_change_results(digits):
-    results = [knn.evaluate_features(digits["train"], None, digits["test"], NUM_CLASSES,
+    results = [knn.evaluate_features(digits["train"], digits["val"], digits["test"], NUM_CLASSES,
                                      {"chunk_size": size}) for size in (50, 256, 10_000)]
-    assert results[0]["top1_at_k"] == results[1]["top1_at_k"] == results[2]["top1_at_k"]
+    assert results[0]["val_top1_at_k"] == results[1]["val_top1_at_k"] == results[2]["val_top1_at_k"]
+    assert results[0]["top1"] == results[1]["top1"] == results[2]["top1"]
 
 
 def test_one_default_cell():
@@ -123,7 +137,7 @@ def test_one_default_cell():
 ])
 def test_bad_settings_are_user_errors(config, message):
     with pytest.raises(UserError, match=message):
-        knn.cells(config)
+        knn.cells(merge_config("knn", config))
 
 
 @pytest.mark.parametrize("test,message", [

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from vtabkit import tasks
+from vtabkit import regimes, tasks
 from vtabkit.errors import UserError
 
 GOOD_TASK = """
@@ -31,7 +31,10 @@ def test_good_task_loads_with_defaults(tmp_path):
     assert task.tfds_name == "mnist:3.0.1"
     assert task.dataset_name == "mnist" and task.dataset_version == "3.0.1"
     assert task.label == {"rule": "feature", "key": "label"}
-    assert task.regime_splits("1k") == ("train[:800]", "train[800:1000]", "test")
+    train, val = task.regime_views(regimes.parse("1k"))
+    assert (train.split, val.split) == ("train[:800]", "train[800:1000]")
+    assert [e.name for e in task.eval_sets] == ["test"] and task.eval_sets[0].view.split == "test"
+    assert task.target == "single" and task.eval_sets[0].metrics == ("top1",)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -61,7 +64,7 @@ def test_unknown_split_name_and_missing_regime(tmp_path):
     with pytest.raises(UserError, match="unknown split 'validation'"):
         _registry(tmp_path, {"a.yaml": GOOD_TASK.replace("val200:", "validation:")})
     no_test = "\n".join(line for line in GOOD_TASK.splitlines() if "test" not in line)
-    with pytest.raises(UserError, match="needs train800/val200/test or train/test"):
+    with pytest.raises(UserError, match="needs a test split, or declare 'eval_sets'"):
         _registry(tmp_path, {"a.yaml": no_test})
 
 
@@ -110,5 +113,5 @@ def test_builtin_lite_suite():
     assert set(suite.tasks) == {"lite_digits", "lite_dsprites_loc", "lite_dsprites_ori", "lite_count"}
     for task_id in suite.tasks:
         task = tasks.get_task(task_id)
-        train, val, test = task.regime_splits("1k")
-        assert task.splits["train800val200"] == f"{train}+{val}"
+        train, val = task.regime_views(regimes.parse("1k"))
+        assert task.splits["train800val200"] == f"{train.split}+{val.split}"

@@ -82,14 +82,18 @@ def list_metrics() -> list[str]:
 # Validation: bad shapes are user mistakes (usually a model or head with the wrong output).
 
 def check_scores(scores: Any, what: str = "scores") -> np.ndarray:
-    """``scores`` as float64 (N, C), N >= 1, C >= 1, finite; UserError otherwise."""
+    """``scores`` as float64 (N, C), N >= 1, C >= 1; UserError otherwise.
+
+    -inf is allowed: it marks a class left out of the argmax and the softmax (an eval set's
+    class subset); every row needs at least one finite score, and NaN or +inf is an error.
+    """
     array = np.asarray(scores)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise UserError(f"{what} must be a non-empty 2-D array (examples, classes), got shape {array.shape}")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise UserError(f"{what} must be numbers, got dtype {array.dtype}")
     array = array.astype(np.float64, copy=False)
-    if not np.isfinite(array).all():
+    if np.isnan(array).any() or np.isposinf(array).any() or not np.isfinite(array).any(axis=1).all():
         raise UserError(f"{what} contain NaN or infinity; check the model output")
     return array
 

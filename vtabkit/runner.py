@@ -129,40 +129,51 @@ class Cell:
         return hashlib.sha256(repr(self.key(model, "")).encode()).hexdigest()[:12]
 
 
-class Views:
-    """The data views of a run, each read (and run through the model) at most once.
+def _images_key(view: tasks.View) -> tuple:
+    return tuple(sorted(view.images_facts().items()))
 
-    Features come lazily: a fine-tune-only run never computes them. A view is dropped from
-    memory once no pending cell needs it any more.
+
+class Views:
+    """The data views of a run: each view's images go through the model at most once, and
+    views that read the same images (other labels) share those features.
+
+    Features come lazily: a fine-tune-only run never computes them. Arrays are dropped from
+    memory once no pending cell needs them any more.
     """
 
     def __init__(self, model: Model, config: RunConfig, cache: Path | None, uses: Counter):
-        self.model, self.config, self.cache, self.uses = model, config, cache, uses
-        self._data: dict[tasks.View, features.ViewData] = {}
+        self.model, self.config, self.cache = model, config, cache
+        self.uses = uses  # pending uses per view
+        self._features: dict[tuple, np.ndarray] = {}
+        self._targets: dict[tasks.View, tuple[np.ndarray, np.ndarray]] = {}
         self.extract_seconds = 0.0  # extraction time not yet charged to a record
 
     def features(self, view: tasks.View) -> features.ViewData:
-        known = self._data.get(view)
-        if known is None or known.features is None:
+        key = _images_key(view)
+        if key not in self._features:
             started = time.perf_counter()
             known = features.load_or_compute(self.model, view, data_dir=self.config.data_dir,
                                              cache_dir=self.cache, batch_size=self.config.batch_size,
                                              progress=self.config.progress)
             self.extract_seconds += time.perf_counter() - started
-            self._data[view] = known
-        return known
+            self._features[key] = known.features
+            self._targets.setdefault(view, (known.targets, known.ids))
+        known = self.targets(view)
+        return features.ViewData(self._features[key], known.targets, known.ids)
 
     def targets(self, view: tasks.View) -> features.ViewData:
-        known = self._data.get(view)
-        if known is None:
-            targets, ids = features.load_targets(view, data_dir=self.config.data_dir, cache_dir=self.cache)
-            known = self._data[view] = features.ViewData(None, targets, ids)
-        return known
+        if view not in self._targets:
+            self._targets[view] = features.load_targets(view, data_dir=self.config.data_dir, cache_dir=self.cache)
+        targets, ids = self._targets[view]
+        return features.ViewData(None, targets, ids)
 
     def release(self, view: tasks.View) -> None:
         self.uses[view] -= 1
         if self.uses[view] <= 0:
-            self._data.pop(view, None)
+            self._targets.pop(view, None)
+            key = _images_key(view)
+            if not any(count > 0 and _images_key(other) == key for other, count in self.uses.items()):
+                self._features.pop(key, None)
 
     def charge(self) -> float:
         """Extraction seconds since the last charge: each second lands in exactly one record."""
