@@ -40,8 +40,16 @@ def test_lite_run_writes_one_record_per_task_with_provenance(lite_run):
         assert len(record["split_ids"]["train"]) == 16 and record["dataset_version"] == "1.0.0"
         assert record["model_fingerprint"] and record["task_hash"] and record["vtabkit_version"]
         assert record["details"]["num_train"] == 800 and record["details"]["num_val"] == 200
-        assert record["details"]["num_test"] in (797, 1000)  # digits: 1797 - 1000 images for test
-        assert {"features_s", "protocol_s"} <= set(record["timings"])
+        assert record["num_examples"]["train"] == 800 and record["num_examples"]["val"] == 200
+        assert record["num_examples"]["eval"] in (797, 1000)  # digits: 1797 - 1000 images for test
+        assert {"features_s", "fit_s", "predict_s", "metrics_s"} <= set(record["timings"])
+        assert record["eval_set"] == "test" and record["primary_metric"] == "top1"
+        assert record["schema_version"] == 2 and record["predictions"]["sha256"]
+        assert record["command"][:2] == ["vtabkit", "run"] and "--suite" in record["command"]
+        environment = record["environment"]
+        assert {"jax", "flax", "optax", "numpy"} <= set(environment["versions"])
+        assert environment["cpu"] and environment["device_kind"]
+        assert record["features_from_cache"] == {"train": False, "val": False, "eval": False}
 
 
 def test_lite_scores_where_pixels_are_informative(lite_run):

@@ -311,3 +311,21 @@ def test_multi_label_knn_votes_equal_a_float64_brute_force():
         np.testing.assert_allclose(votes[k], expected, rtol=1e-4, atol=1e-6)
     result = knn.evaluate_features((bank_x, bank_y), None, (query_x, query_y), num_classes=6)
     assert result["map"] > 0.7
+
+
+def test_protocols_that_did_something_else_are_recorded_and_marked(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["run", "--model", "pixels", "--model-arg", "resolution=8", "--suite", "lite",
+                     "--tasks", "lite_count", "--protocol", "fewshot,knn", "--set", "fewshot.shots=[200]",
+                     "--set", "fewshot.seeds=[0]", "--set", "knn.ks=[5000]", "--out", str(out),
+                     "--data-dir", data_dir, "--quiet"]) == 0
+    fewshot_record, knn_record = sorted(results.read_records(out / "results.jsonl"), key=lambda r: r["protocol"])
+    details = fewshot_record["details"]
+    assert details["shots"] == 200 and details["shots_per_class_max"] < 200
+    assert details["num_train"] == 800  # every example of every (short) class
+    assert knn_record["details"]["k"] == 5000 and knn_record["details"]["k_used"] == 1000
+    assert knn_record["details"]["k_capped"] is True
+    capsys.readouterr()
+    assert cli.main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "examples per class (asked 200)" in text and "capped at the bank size (1000)" in text

@@ -10,11 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from vtabkit import tasks
+from vtabkit import features, tasks
 from vtabkit.errors import UserError
 from vtabkit.models.registry import Model
 from vtabkit.models.vit import ViT
 from vtabkit.protocols import finetune, merge_config
+from vtabkit.protocols.common import FitContext, Images
 
 SMALL = {"batch_size": 32, "micro_batch_size": 16, "checkpoint_every": 5, "sweep": "quick",
          "sweeps": {"quick": {"lr": [0.05, 0.01], "steps": [12]}}}
@@ -46,33 +47,45 @@ def test_default_sweep_is_vtab_lightweight():
 @pytest.fixture(scope="module")
 def digits_images(data_dir):
     task = tasks.get_task("lite_digits")
-    return task, finetune.load_images(task, "train[:800]", tiny_vit(), data_dir)
+    return task, finetune.load_images(task.view("train800"), tiny_vit(), data_dir)
 
 
-def test_sweep_selects_on_val_and_scores_test_once(digits_images, data_dir, monkeypatch):
+def _images(task, split, data_dir) -> Images:
+    targets, ids = features.load_targets(task.view(split), data_dir=data_dir, cache_dir=None)
+    return Images(view=task.view(split), targets=targets, ids=ids, data_dir=data_dir)
+
+
+def test_sweep_selects_on_val_and_the_head_predicts_once(digits_images, data_dir, monkeypatch):
     task, _ = digits_images
     seen = []
-    original = finetune.Trainer.accuracy
+    original = finetune.Trainer.logits
 
-    def spying_accuracy(self, params, task, split, data_dir):
-        seen.append(split)
-        return original(self, params, task, split, data_dir)
+    def spying_logits(self, params, view, data_dir):
+        seen.append(view.split)
+        return original(self, params, view, data_dir)
 
-    monkeypatch.setattr(finetune.Trainer, "accuracy", spying_accuracy)
-    result = finetune.evaluate_model(tiny_vit(), task, "1k", config=SMALL, data_dir=data_dir)
-    assert seen == ["train[800:1000]", "train[800:1000]", "test"]  # test read once, after the choice
-    best = max(result["sweep"].values(), key=lambda member: member["val_top1"])
-    assert result["sweep"][f"lr={result['lr']:g},steps=12"] == best
-    assert result["final_losses"][1] < result["final_losses"][0]  # the loss goes down
-    assert result["final_losses"][0] == pytest.approx(np.log(10), rel=1e-4)  # zero head: uniform start
-    assert 0.0 <= result["top1"] <= 1.0 and result["accumulation"] == 2
+    monkeypatch.setattr(finetune.Trainer, "logits", spying_logits)
+    config = merge_config("finetune", SMALL)
+    head, details = finetune.fit(_images(task, "train800", data_dir), _images(task, "val200", data_dir),
+                                 num_classes=10, target="single", config=config,
+                                 context=FitContext(model=tiny_vit()))
+    assert seen == ["train[800:1000]", "train[800:1000]"]  # the choice reads val only
+    test = _images(task, "test", data_dir)
+    scores = finetune.predict(head, test)
+    assert seen[2:] == ["test"] and scores.shape == (797, 10)
+    best = max(details["sweep"].values(), key=lambda member: member["val_top1"])
+    assert details["sweep"][f"lr={details['lr']:g},steps=12"] == best
+    assert details["final_losses"][1] < details["final_losses"][0]  # the loss goes down
+    assert details["final_losses"][0] == pytest.approx(np.log(10), rel=1e-4)  # zero head: uniform start
+    assert details["accumulation"] == 2 and details["num_train"] == 800 and details["num_val"] == 200
+    assert 0.0 <= np.mean(scores.argmax(1) == test.targets) <= 1.0
 
 
 def test_interrupted_training_resumes_exactly(digits_images, tmp_path, monkeypatch):
     _, (images, labels) = digits_images
     config = merge_config("finetune", SMALL)
     trainer = finetune.Trainer(tiny_vit(), 10, config)
-    reference, _ = finetune.train(trainer, images, labels, 0.05, 12, None)
+    reference, _ = finetune.train_steps(trainer, images, labels, 0.05, 12, None)
 
     original_step, calls = trainer.step, []
 
@@ -84,9 +97,9 @@ def test_interrupted_training_resumes_exactly(digits_images, tmp_path, monkeypat
 
     monkeypatch.setattr(trainer, "step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
-        finetune.train(trainer, images, labels, 0.05, 12, tmp_path / "ckpt")
+        finetune.train_steps(trainer, images, labels, 0.05, 12, tmp_path / "ckpt")
     monkeypatch.setattr(trainer, "step", original_step)
-    resumed, losses = finetune.train(trainer, images, labels, 0.05, 12, tmp_path / "ckpt")
+    resumed, losses = finetune.train_steps(trainer, images, labels, 0.05, 12, tmp_path / "ckpt")
     assert len(losses) == 7  # steps 5..11 only
     for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(resumed)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
@@ -94,15 +107,17 @@ def test_interrupted_training_resumes_exactly(digits_images, tmp_path, monkeypat
 
 def test_non_flax_model_is_a_clear_error(data_dir):
     model = Model(apply=lambda p, x: x.mean(axis=(1, 2)), resolution=8, name="plain")
+    task = tasks.get_task("lite_digits")
     with pytest.raises(UserError, match="fine-tuning needs a Flax model, but plain is not a Flax model"):
-        finetune.evaluate_model(model, tasks.get_task("lite_digits"), "1k", config=SMALL, data_dir=data_dir)
+        finetune.fit(_images(task, "train800", data_dir), _images(task, "val200", data_dir), num_classes=10,
+                     target="single", config=merge_config("finetune", SMALL), context=FitContext(model=model))
 
 
 def test_bad_batch_settings_are_clear_errors():
     with pytest.raises(UserError, match="multiple of micro_batch_size"):
         finetune.Trainer(tiny_vit(), 10, merge_config("finetune", dict(SMALL, micro_batch_size=12)))
     with pytest.raises(UserError, match="setting 'sweep' is 'huge'; expected one of quick"):
-        finetune.evaluate_model(tiny_vit(), tasks.get_task("lite_digits"), "1k", config=dict(SMALL, sweep="huge"))
+        merge_config("finetune", dict(SMALL, sweep="huge"))
 
 
 DEVICES_SCRIPT = """
@@ -114,8 +129,8 @@ from vtabkit import tasks
 from vtabkit.protocols import finetune, merge_config
 config = merge_config("finetune", SMALL)
 model = tiny_vit()
-images, labels = finetune.load_images(tasks.get_task("lite_digits"), "train[:800]", model, sys.argv[1])
-params, losses = finetune.train(finetune.Trainer(model, 10, config), images, labels, 0.05, 6, None)
+images, labels = finetune.load_images(tasks.get_task("lite_digits").view("train800"), model, sys.argv[1])
+params, losses = finetune.train_steps(finetune.Trainer(model, 10, config), images, labels, 0.05, 6, None)
 print(json.dumps({"devices": jax.device_count(), "losses": losses,
                   "head": np.asarray(params["head"]["kernel"]).ravel()[:50].tolist()}))
 """

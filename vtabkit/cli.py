@@ -18,6 +18,7 @@ RUN_EXAMPLE = """example:
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
 REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
                   "  vtabkit report runs/lite --verify\n")
+CACHE_EXAMPLE = "example:\n  vtabkit cache ls\n  vtabkit cache clear --model pixels --older-than 7d\n"
 DATA_EXAMPLE = "example:\n  vtabkit data status --suite vtab1k --data-dir ~/tfds\n  vtabkit data prepare --suite vtab1k\n"
 
 
@@ -34,7 +35,7 @@ def _comma_list(text: str) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vtabkit", description="VTAB-style representation evaluation.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data,cache}")
     formatter = argparse.RawDescriptionHelpFormatter
 
     run = sub.add_parser("run", help="evaluate a model on a suite", epilog=RUN_EXAMPLE, formatter_class=formatter)
@@ -84,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     data_cmd.add_argument("--data-dir", help="TFDS data dir")
     data_cmd.add_argument("--ids", action="store_true", help="also print split id hashes (status)")
     data_cmd.add_argument("--tasks-dir", action="append", dest="tasks_dirs", help="extra folder of task YAML")
+    cache = sub.add_parser("cache", help="list or clear the feature cache", epilog=CACHE_EXAMPLE,
+                           formatter_class=formatter)
+    cache.add_argument("action", choices=["ls", "clear"])
+    cache.add_argument("--cache-dir", type=Path, help="feature cache (default: ~/.cache/vtabkit/features)")
+    cache.add_argument("--model", help="clear: only this model's features (its name as in records)")
+    cache.add_argument("--older-than", metavar="AGE", help="clear: only entries older than AGE (7d, 12h, 30m)")
     return parser
 
 
@@ -162,7 +169,8 @@ def _run(args: argparse.Namespace) -> None:
                        use_cache=not args.no_cache, tasks_dirs=args.tasks_dirs, regime=args.regime,
                        batch_size=args.batch_size, skip_missing=args.skip_missing, progress=not args.quiet,
                        protocol_config=parse_overrides(args.overrides),
-                       model_args=parse_model_args(args.model_args), shard=args.shard)
+                       model_args=parse_model_args(args.model_args), shard=args.shard,
+                       command=["vtabkit", *sys.argv[1:]] if args.argv is None else ["vtabkit", *args.argv])
     if args.batch_size < 1:
         raise UserError("--batch-size must be a positive number of images")
     written = run(config)
@@ -181,6 +189,12 @@ def _report(args: argparse.Namespace) -> None:
         print(f"verified {checked} record(s): every metric recomputed from its predictions matches")
         return
     print(render(args.run_dirs, args.format))
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from vtabkit import cache_cli
+
+    cache_cli.main(args)
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -202,8 +216,9 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = argv
     _quiet_libraries()
-    handlers = {"run": _run, "list": _list, "report": _report, "data": _data}
+    handlers = {"run": _run, "list": _list, "report": _report, "data": _data, "cache": _cache}
     try:
         handlers[args.command](args)
     except UserError as error:

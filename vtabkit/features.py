@@ -167,6 +167,20 @@ def _write(path: Path, **arrays: np.ndarray) -> None:
     os.replace(temporary, path)
 
 
+def _meta(facts: dict) -> np.ndarray:
+    """What an entry holds, for `vtabkit cache ls` (a JSON string; no pickle needed to read it)."""
+    return np.array(json.dumps(facts, sort_keys=True))
+
+
+def read_meta(path: Path) -> dict:
+    """The facts stored with a cache entry (empty for an unreadable one)."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return json.loads(str(stored["meta"])) if "meta" in stored.files else {}
+    except (OSError, ValueError, EOFError):
+        return {}
+
+
 def _entry(cache_dir: Path, kind: str, view: View, key: str) -> Path:
     dataset = view.dataset.split(":")[0].replace("/", "_")
     return Path(cache_dir) / f"{dataset}-{kind}-{key}.npz"
@@ -180,7 +194,8 @@ def load_targets(view: View, *, data_dir: str | None, cache_dir: Path | None) ->
         return stored
     targets, ids = data.read_targets(view, data_dir)
     if path is not None:
-        _write(path, targets=targets, ids=ids)
+        _write(path, targets=targets, ids=ids, meta=_meta({"kind": "labels", "dataset": view.dataset,
+                                                            "split": view.split}))
     return targets, ids
 
 
@@ -200,6 +215,8 @@ def load_or_compute(model: Model, view: View, *, data_dir: str | None, cache_dir
     features, targets, ids = compute_features(model, view, data_dir=data_dir, batch_size=batch_size,
                                               progress=progress)
     if features_path is not None:
-        _write(features_path, features=features, ids=ids)
-        _write(labels_path, targets=targets, ids=ids)
+        facts = {"dataset": view.dataset, "split": view.split}
+        _write(features_path, features=features, ids=ids,
+               meta=_meta(dict(facts, kind="features", model=model.name, fingerprint=model.fingerprint)))
+        _write(labels_path, targets=targets, ids=ids, meta=_meta(dict(facts, kind="labels")))
     return ViewData(features, targets, ids)

@@ -55,6 +55,26 @@ def load_frame(run_dirs: Path | list[Path]) -> pd.DataFrame:
     return _disambiguate(pd.DataFrame(rows))
 
 
+def protocol_notes(run_dirs: Path | list[Path]) -> list[str]:
+    """One line per cell where a protocol did something other than what was asked: fewer
+    few-shot examples per class than ``shots``, a k capped at the bank size, l2 chosen on a
+    hold-out of train (no val split), an L-BFGS that stopped at ``max_iter``."""
+    notes = {}
+    for _, r in load_records(run_dirs):
+        details = r.get("details") or {}
+        where = f"{r['task']} {r['protocol']} {r['setting']} seed {r['seed']}"
+        if details.get("shots_per_class_min", details.get("shots", 0)) < details.get("shots", 0):
+            notes[where + " shots"] = (f"{where}: only {details['shots_per_class_min']}-"
+                                       f"{details['shots_per_class_max']} examples per class (asked {details['shots']})")
+        if details.get("k_capped"):
+            notes[where + " k"] = f"{where}: k {details['k']} capped at the bank size ({details['k_used']})"
+        if details.get("val_source") == "train_holdout":
+            notes[where + " val"] = f"{where}: no val split; l2 chosen on a 20% hold-out of train"
+        if details.get("converged") is False:
+            notes[where + " lbfgs"] = f"{where}: L-BFGS stopped at max_iter before reaching tol"
+    return list(notes.values())
+
+
 def verify(run_dirs: Path | list[Path]) -> tuple[int, list[str]]:
     """Recompute every metric of every record from its predictions file.
 
@@ -154,4 +174,7 @@ def render(run_dirs: Path | list[Path], output_format: str = "md") -> str:
             table.to_markdown(floatfmt=".1f")]
     if len(spread):
         text += ["", "Seed spread (cells with several seeds):", "", spread.to_markdown(index=False, floatfmt=".2f")]
+    notes = protocol_notes(run_dirs)
+    if notes:
+        text += ["", "Where a protocol did something other than asked:", ""] + [f"- {note}" for note in notes]
     return "\n".join(text)

@@ -52,6 +52,7 @@ class RunConfig:
     protocol_config: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     shard: tuple[int, int] = (0, 1)  # (index, count): this process runs tasks index, index+count, ...
+    command: list[str] | None = None  # the command line, recorded as given (the CLI fills it in)
 
 
 def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], list[regimes.Regime], tuple[str, ...]]:
@@ -99,13 +100,54 @@ def check_data(chosen: list[tasks.Task], config: RunConfig, log: Callable[[str],
     return kept
 
 
-def _environment() -> dict[str, Any]:
-    import jax
-    import tensorflow_datasets as tfds
+def _environment(model: Model) -> dict[str, Any]:
+    """Versions, host and code identity that a reader of a record may need to reproduce it."""
+    import importlib.metadata as package_metadata
 
-    return {"vtabkit": __version__, "jax": jax.__version__, "tfds": tfds.__version__,
+    import jax
+
+    versions = {}
+    packages = ["jax", "flax", "optax", "numpy", "tensorflow-datasets", "tensorflow", "tensorflow-cpu"]
+    if model.metadata.get("framework") == "torch":
+        packages += ["torch", "timm", "transformers", "open_clip_torch"]
+    for package in packages:
+        try:
+            versions[package] = package_metadata.version(package)
+        except package_metadata.PackageNotFoundError:
+            pass
+    device = jax.devices()[0]
+    return {"vtabkit": __version__, "versions": versions, "python": platform.python_version(),
             "backend": jax.default_backend(), "devices": jax.device_count(),
-            "python": platform.python_version()}
+            "device_kind": getattr(device, "device_kind", str(device)), "cpu": _cpu_model(),
+            "host": platform.node(), "code": _code_identity()}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _code_identity() -> dict[str, Any] | None:
+    """The git commit of the vtabkit checkout this runs from (and whether it had local
+    changes); None for an installed package."""
+    import subprocess
+
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"git_commit": commit, "dirty": bool(status.strip())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +188,7 @@ class Views:
         self.uses = uses  # pending uses per view
         self._features: dict[tuple, np.ndarray] = {}
         self._targets: dict[tasks.View, tuple[np.ndarray, np.ndarray]] = {}
+        self.from_cache: set[tuple] = set()  # image keys whose features were read, not computed
         self.extract_seconds = 0.0  # extraction time not yet charged to a record
 
     def features(self, view: tasks.View) -> features.ViewData:
@@ -158,6 +201,8 @@ class Views:
             self.extract_seconds += time.perf_counter() - started
             self._features[key] = known.features
             self._targets.setdefault(view, (known.targets, known.ids))
+            if known.from_cache:
+                self.from_cache.add(key)
         known = self.targets(view)
         return features.ViewData(self._features[key], known.targets, known.ids)
 
@@ -174,6 +219,12 @@ class Views:
             key = _images_key(view)
             if not any(count > 0 and _images_key(other) == key for other, count in self.uses.items()):
                 self._features.pop(key, None)
+
+    def cached(self, view: tasks.View | None) -> bool | None:
+        """Whether ``view``'s features came from the cache (None: not computed in this run)."""
+        if view is None or _images_key(view) not in self._features:
+            return None
+        return _images_key(view) in self.from_cache
 
     def charge(self) -> float:
         """Extraction seconds since the last charge: each second lands in exactly one record."""
@@ -241,7 +292,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
                      *[e.view for e in eval_sets]])
     cache = None if not config.use_cache else Path(config.cache_dir or default_cache_dir() / "features")
     views = Views(model, config, cache, uses)
-    environment = _environment()
+    environment = _environment(model)
     written = []
     for cell, eval_sets in pending:
         written += _run_cell(cell, eval_sets, model, views, environment, config, log)
@@ -260,7 +311,8 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
     work_dir = out / "work" / f"{task.id}-{cell.protocol}-{cell.cell_id(model)}"
     started = time.perf_counter()
     head, details = module.fit(train_in, val_in, num_classes=task.num_classes, target=task.target,
-                               config=cell.config, context=FitContext(model=model, work_dir=work_dir, log=log))
+                               config=cell.config, context=FitContext(model=model, work_dir=work_dir, log=log,
+                                                  progress=config.progress))
     fit_seconds = time.perf_counter() - started
     split_ids = {"train": source.ids_hash(train_ids)}
     if val_view is not None:
@@ -274,7 +326,7 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
             "split_ids": split_ids, "protocol": cell.protocol, "setting": cell.config["setting"],
             "seed": cell.config["seed"], "protocol_config": cell.config,
             "config_hash": results.config_hash(cell.config), "details": details,
-            "vtabkit_version": __version__, "environment": environment}
+            "vtabkit_version": __version__, "environment": environment, "command": config.command}
     written = []
     for eval_set in eval_sets:
         started = time.perf_counter()
@@ -285,6 +337,8 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
         scores = _restricted(np.asarray(module.predict(head, eval_in), np.float32), eval_set.class_subset)
         predict_seconds = time.perf_counter() - started
         record = _score(base, eval_set, scores, known, cell, model, config, out)
+        record["features_from_cache"] = {"train": views.cached(train_view), "val": views.cached(val_view),
+                                         "eval": views.cached(eval_set.view)}
         record["num_examples"] = {"train": int(len(train_ids)),
                                   "val": int(len(views.targets(val_view).ids)) if val_view else 0,
                                   "eval": int(len(known.ids))}

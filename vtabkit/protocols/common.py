@@ -33,6 +33,7 @@ class FitContext:
     model: Any = None
     work_dir: Path | None = None
     log: Callable[[str], None] = print
+    progress: bool = False  # progress bars on the terminal
 
 
 def target_kind(y: np.ndarray) -> str:

@@ -178,7 +178,7 @@ class Trainer:
 
 
 def train_steps(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: float, steps: int,
-          checkpoint_dir: Path | None) -> tuple[Any, list[float]]:
+                checkpoint_dir: Path | None, progress: str | None = None) -> tuple[Any, list[float]]:
     """Train for ``steps``; resumes from the newest checkpoint in ``checkpoint_dir``."""
     import orbax.checkpoint as ocp
 
@@ -196,13 +196,21 @@ def train_steps(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: fl
             state = manager.restore(start, args=ocp.args.StandardRestore({"params": params, "opt": opt_state}))
             params, opt_state = state["params"], state["opt"]
     losses, every = [], int(config["checkpoint_every"])
+    from tqdm import tqdm
+
+    # Progress on the terminal when asked: the member's name, step, loss and tqdm's ETA.
+    bar = tqdm(total=steps, initial=start, desc=progress, unit="step", disable=progress is None, leave=False)
     for step in range(start, steps):
         batch = trainer.batch_at(images, labels, int(config["seed"]), step)
         rng = jax.random.fold_in(jax.random.key(int(config["seed"])), step)  # dropout, if the model has any
         params, opt_state, loss = trainer.step(params, opt_state, *batch, jnp.float32(learning_rate(step)), rng)
         losses.append(float(loss))
+        bar.update(1)
+        if step % 10 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if manager is not None and (step + 1) % every == 0 and (step + 1) < steps:
             manager.save(step + 1, args=ocp.args.StandardSave({"params": params, "opt": opt_state}))
+    bar.close()
     if manager is not None:
         manager.wait_until_finished()
         manager.close()
@@ -282,7 +290,8 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
         key = f"lr={lr:g},steps={steps}"
         if key in finished:  # done before an interruption
             continue
-        params, losses = train_steps(trainer, images, labels, lr, steps, work_dir and work_dir / key)
+        params, losses = train_steps(trainer, images, labels, lr, steps, work_dir and work_dir / key,
+                                     progress=f"finetune {key}" if context.progress else None)
         finished[key] = {"val_top1": _val_top1(trainer, params, val),
                          "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
         if finished_path:
@@ -295,7 +304,8 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
 
     val_images, val_labels = load_images(val.view, model, val.data_dir, val.rows)
     images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
-    params, losses = train_steps(trainer, images, labels, best_lr, best_steps, work_dir and work_dir / "final")
+    params, losses = train_steps(trainer, images, labels, best_lr, best_steps, work_dir and work_dir / "final",
+                                 progress=f"finetune final lr={best_lr:g},steps={best_steps}" if context.progress else None)
     details = {"lr": best_lr, "steps": best_steps, "sweep": finished,
                "final_losses": [losses[0], losses[-1]] if losses else None,
                "batch_size": trainer.batch, "micro_batch_size": trainer.batch // trainer.accumulation,
