@@ -61,7 +61,7 @@ def register_metric(name: str, *, higher_is_better: bool = True,
     def decorate(function: Callable[..., float]) -> Callable[..., float]:
         if name in METRICS:
             raise UserError(f"metric {name!r} is already registered; choose another name")
-        description = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
+        description = next(iter((function.__doc__ or "").strip().splitlines()), "")
         METRICS[name] = Metric(name, function, higher_is_better, tuple(targets), description)
         return function
 
