@@ -57,7 +57,7 @@ def bench_pipeline(name: str, batch_size: int, task_id: str, split: str, data_di
     result = {"model": name, "task": f"{task_id}:{split}", "batch": batch_size}
     for run in ("first", "second"):  # first: dataset preparation (own builders) + compilation
         start = time.perf_counter()
-        feats, _ = features.compute_features(model, task, split, data_dir=data_dir, batch_size=batch_size)
+        feats, _, _ = features.compute_features(model, task.view(split), data_dir=data_dir, batch_size=batch_size)
         elapsed = time.perf_counter() - start
         result[f"{run}_s"] = round(elapsed, 2)
         result[f"{run}_images_per_s"] = round(len(feats) / elapsed, 1)
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--pipeline", action="store_true", help="also time compute_features on a task split")
     parser.add_argument("--task", default="lite_digits")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="a split name of the task (train800, test, ...)")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir (default: a temporary one)")
     args = parser.parse_args()
 
