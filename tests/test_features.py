@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from vtabkit import features, tasks
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model, fingerprint
+from vtabkit.models.model import Model, fingerprint
 
 MOCK = dict(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=100)
 
@@ -93,7 +93,7 @@ SHARDED_SCRIPT = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np, tensorflow_datasets as tfds
 from vtabkit import features, tasks
-from vtabkit.models.registry import Model
+from vtabkit.models.model import Model
 task = tasks.get_task("mock_mnist", [sys.argv[1]])
 weights = np.random.default_rng(0).normal(size=(8 * 8 * 3, 5)).astype(np.float32)
 model = Model(apply=lambda p, x: jnp.tanh(x.reshape(len(x), -1) @ p), params=weights, resolution=8,
