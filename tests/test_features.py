@@ -66,12 +66,12 @@ def test_numpy_under_jit_suggests_jittable_false(mnist_task_dir, apply, error):
     task = tasks.get_task("mock_mnist", [mnist_task_dir])
     model = Model(apply=apply, resolution=8, name="numpy_model")
     with tfds.testing.mock_data(**MOCK), pytest.raises(UserError) as raised:
-        features.compute_features(model, task, "test", data_dir=None, batch_size=16)
+        features.compute_features(model, task.view("test"), data_dir=None, batch_size=16)
     message = str(raised.value)
     assert error in message and "jittable=False" in message and "\n" not in message
     model = dataclasses.replace(model, jittable=False)  # as suggested: the same apply, on numpy batches
     with tfds.testing.mock_data(**MOCK):
-        feats, _ = features.compute_features(model, task, "test", data_dir=None, batch_size=16)
+        feats, _, _ = features.compute_features(model, task.view("test"), data_dir=None, batch_size=16)
     assert feats.shape == (100, 3)
 
 
@@ -87,7 +87,7 @@ def test_model_nothing_identifies_is_never_cached(mnist_task_dir, tmp_path):
     assert not model.cacheable
     with tfds.testing.mock_data(**MOCK):
         for _ in range(2):
-            features.load_or_compute(model, task, "test", data_dir=None, cache_dir=tmp_path / "cache",
+            features.load_or_compute(model, task.view("test"), data_dir=None, cache_dir=tmp_path / "cache",
                                      batch_size=50)
     assert len(calls) == 4 and not (tmp_path / "cache").exists()  # computed twice, nothing stored
 
