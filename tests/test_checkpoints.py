@@ -22,7 +22,7 @@ from vtabkit import paths
 from vtabkit.errors import UserError
 from vtabkit.models import checkpoints, zoo
 from vtabkit.models.mixer import MlpMixer
-from vtabkit.models.registry import fingerprint
+from vtabkit.models.model import fingerprint
 from vtabkit.models.resnet_v2 import ResNetV2
 from vtabkit.models.vit import ViT
 
@@ -276,3 +276,30 @@ def test_fingerprint_is_stable_across_loads_and_sees_every_weight(tmp_path):
     flat["Transformer/encoderblock_1/MlpBlock_0/Dense_1/bias"][3] += 1e-6  # one value, barely
     changed = vtabkit.create_model("vit_tiny", checkpoint=_write(flat, tmp_path / "changed.npz"))
     assert changed.fingerprint != first.fingerprint
+
+
+def _torch_pt(path):
+    torch = pytest.importorskip("torch")
+    torch.save({"conv.weight": torch.zeros(2, 3)}, path)
+
+
+def _safetensors(path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    safetensors_numpy.save_file({"conv.weight": np.zeros((2, 3), np.float32)}, str(path))
+
+
+@pytest.mark.parametrize("write, says", [
+    (_torch_pt, "looks like a PyTorch checkpoint"),
+    (_safetensors, "looks like a safetensors file"),
+    (lambda path: np.save(open(path, "wb"), np.zeros(3)), "is a single .npy array"),
+    (lambda path: path.write_bytes(np.random.default_rng(0).bytes(4096)), "is not a zip archive"),
+])
+def test_wrong_checkpoint_format_is_one_line_naming_the_expected_one(tmp_path, write, says):
+    path = tmp_path / "weights.bin"
+    write(path)
+    with pytest.raises(UserError) as raised:
+        vtabkit.create_model("vit_tiny", checkpoint=str(path))
+    message = str(raised.value)
+    assert says in message and "expected a big_vision .npz" in message and "\n" not in message
+    checkpoints.save_npz({"a": {"b": np.ones(2, np.float32)}}, path)  # the right format passes the check
+    assert checkpoints.read_npz(str(path))["a/b"].tolist() == [1.0, 1.0]

@@ -1,11 +1,13 @@
 """End to end through the command line, on the offline `lite` suite."""
 
+import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from vtabkit import cli, results
@@ -264,3 +266,70 @@ def test_finetune_through_the_runner(tmp_path, data_dir, capsys):
     code, _, err = _run(["run", "--model", "pixels", "--suite", "lite", "--protocol", "finetune",
                          "--out", str(out), "--data-dir", data_dir], capsys)
     assert code == 2 and "fine-tuning needs a Flax model" in err
+
+
+WEIGHTS_MODEL = """
+import numpy as np
+import vtabkit
+
+def projected(weights):
+    w = np.load(weights)  # the weights live outside params: only the file identifies them
+    def apply(params, images):
+        return np.asarray(images).reshape(len(images), -1) @ w
+    return vtabkit.Model(apply=apply, resolution=8, jittable=False)
+"""
+
+
+def test_changed_weights_file_is_never_a_stale_feature(tmp_path, data_dir, capsys):
+    (tmp_path / "m.py").write_text(WEIGHTS_MODEL)
+    weights = tmp_path / "w.npy"
+
+    def run(out, *extra):
+        code, stdout, err = _run(["run", "--model", f"{tmp_path / 'm.py'}:projected", "--model-arg",
+                                  f"weights={weights}", "--suite", "lite", "--tasks", "lite_digits", "--out",
+                                  str(tmp_path / out), "--data-dir", data_dir, "--quiet", *extra], capsys)
+        assert code == 0, err
+        [record] = results.read_records(tmp_path / out / "results.jsonl")
+        return record, stdout
+
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    np.save(weights, np.random.default_rng(0).normal(size=(8 * 8 * 3, 32)))  # a random projection
+    first, stdout = run("first", *cache)
+    assert first["model_metadata"]["files"]["weights"] == {"path": str(weights),
+                                                           "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert "not cached" not in stdout and list((tmp_path / "cache").glob("*.npz"))
+    np.save(weights, np.zeros((8 * 8 * 3, 32)))  # same path, weights that see nothing
+    second, _ = run("second", *cache)
+    fresh, _ = run("fresh", "--no-cache")  # the new weights, computed from scratch
+    assert second["model_fingerprint"] != first["model_fingerprint"]
+    assert second["model_metadata"]["files"]["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert second["metrics"]["top1"] == fresh["metrics"]["top1"] != first["metrics"]["top1"]
+    assert first["metrics"]["top1"] > 0.5 and second["metrics"]["top1"] < 0.3  # constant features: ~chance
+
+
+ANONYMOUS_MODEL = """
+import numpy as np
+import vtabkit
+
+def anonymous():
+    def apply(params, images):
+        with open({path!r}, "a") as stream:
+            stream.write("batch\\n")
+        return np.asarray(images).reshape(len(images), -1)[:, ::8]
+    return vtabkit.Model(apply=apply, resolution=8, jittable=False)
+"""
+
+
+def test_model_without_identity_is_not_cached_and_says_so_once(tmp_path, data_dir, capsys):
+    seen = tmp_path / "seen.txt"
+    (tmp_path / "m.py").write_text(ANONYMOUS_MODEL.format(path=str(seen)))
+    counts = []
+    for out in ("first", "second"):
+        code, stdout, err = _run(["run", "--model", f"{tmp_path / 'm.py'}:anonymous", "--suite", "lite",
+                                  "--tasks", "lite_digits", "--out", str(tmp_path / out), "--data-dir", data_dir,
+                                  "--cache-dir", str(tmp_path / "cache"), "--quiet"], capsys)
+        assert code == 0, err
+        assert stdout.count("not cached") == 1 and "Model.identity" in stdout
+        counts.append(len(seen.read_text().splitlines()))
+    assert counts[1] == 2 * counts[0] > 0  # the second run called the model again, as often
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.npz"))

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 from vtabkit import features, tasks
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model, fingerprint
+from vtabkit.models.model import Model, fingerprint
 
 MOCK = dict(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=100)
 
@@ -53,6 +53,44 @@ def test_bad_model_output_names_the_model(mnist_task_dir, apply, message):
     model = Model(apply=apply, resolution=8, name="broken")
     with tfds.testing.mock_data(**MOCK), pytest.raises(UserError, match=f"model 'broken'.*{message}"):
         features.compute_features(model, task.view("test"), data_dir=None, batch_size=16)
+
+
+def _numpy_mean(params, images):
+    return np.asarray(images).mean(axis=(1, 2))  # numpy: fails on jit's traced arrays
+
+
+@pytest.mark.parametrize("apply, error", [
+    (_numpy_mean, "TracerArrayConversionError"),
+    (lambda p, x: x.mean(axis=(1, 2)) if float(x.max()) > 0 else x, "ConcretizationTypeError"),
+])
+def test_numpy_under_jit_suggests_jittable_false(mnist_task_dir, apply, error):
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    model = Model(apply=apply, resolution=8, name="numpy_model")
+    with tfds.testing.mock_data(**MOCK), pytest.raises(UserError) as raised:
+        features.compute_features(model, task.view("test"), data_dir=None, batch_size=16)
+    message = str(raised.value)
+    assert error in message and "jittable=False" in message and "\n" not in message
+    model = dataclasses.replace(model, jittable=False)  # as suggested: the same apply, on numpy batches
+    with tfds.testing.mock_data(**MOCK):
+        feats, _, _ = features.compute_features(model, task.view("test"), data_dir=None, batch_size=16)
+    assert feats.shape == (100, 3)
+
+
+def test_model_nothing_identifies_is_never_cached(mnist_task_dir, tmp_path):
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    calls = []
+
+    def apply(params, images):
+        calls.append(1)
+        return images.mean(axis=(1, 2))
+
+    model = Model(apply=apply, resolution=8, jittable=False, name="anonymous")
+    assert not model.cacheable
+    with tfds.testing.mock_data(**MOCK):
+        for _ in range(2):
+            features.load_or_compute(model, task.view("test"), data_dir=None, cache_dir=tmp_path / "cache",
+                                     batch_size=50)
+    assert len(calls) == 4 and not (tmp_path / "cache").exists()  # computed twice, nothing stored
 
 
 def test_cache_key_changes_with_every_input(mnist_task_dir, tmp_path):
@@ -116,7 +154,7 @@ SHARDED_SCRIPT = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np, tensorflow_datasets as tfds
 from vtabkit import features, tasks
-from vtabkit.models.registry import Model
+from vtabkit.models.model import Model
 task = tasks.get_task("mock_mnist", [sys.argv[1]])
 weights = np.random.default_rng(0).normal(size=(8 * 8 * 3, 5)).astype(np.float32)
 model = Model(apply=lambda p, x: jnp.tanh(x.reshape(len(x), -1) @ p), params=weights, resolution=8,

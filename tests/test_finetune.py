@@ -12,7 +12,7 @@ import pytest
 
 from vtabkit import features, tasks
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model
+from vtabkit.models.model import Model
 from vtabkit.models.vit import ViT
 from vtabkit.protocols import finetune, merge_config
 from vtabkit.protocols.common import FitContext, Images

@@ -29,9 +29,10 @@ import pytest
 from vtabkit.errors import UserError
 from vtabkit.models import checkpoints
 from vtabkit.models.mixer import MlpMixer
-from vtabkit.models.registry import Model
+from vtabkit.models.model import Model
 from vtabkit.models.resnet_v2 import ResNetV2
-from vtabkit.models.torch_adapter import create_torch_model, is_flax, require_flax, timm_model
+from vtabkit.models.model import is_flax, require_flax
+from vtabkit.models.torch_adapter import create_torch_model, timm_model
 from vtabkit.models.vit import ViT
 from vtabkit.models.zoo import init_or_load
 

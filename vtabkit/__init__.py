@@ -1,7 +1,8 @@
 """vtabkit: VTAB-style representation evaluation — declared tasks, fixed protocols, any model."""
 
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model, create_model, list_models, register_model
+from vtabkit.models.model import Model
+from vtabkit.models.registry import create_model, list_models, register_model
 from vtabkit.tasks import Task, get_suite, get_task, list_suites, list_tasks
 
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ import numpy as np
 
 from vtabkit import data
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model
+from vtabkit.models.model import Model, apply_failure, normalise
 from vtabkit.tasks import View
 
 FORMAT_VERSION = 2  # bump when the stored layout or the extraction semantics change
@@ -55,15 +55,6 @@ class ViewData:
     targets: np.ndarray
     ids: np.ndarray
     from_cache: bool = False
-
-
-def normalise(model: Model, images, xp):
-    """Map [0, 255] pixels to the model's declared value range (and mean/std)."""
-    low, high = model.value_range
-    images = images * ((high - low) / 255.0) + low
-    if model.mean is not None:
-        images = (images - xp.asarray(model.mean, images.dtype)) / xp.asarray(model.std, images.dtype)
-    return images
 
 
 # The compiled extractor of the most recent models, so the splits of every task of a run share
@@ -129,8 +120,7 @@ def compute_features(model: Model, view: View, *, data_dir: str | None, batch_si
             try:
                 outputs = run(images)
             except Exception as error:  # the model's own code failed on a real batch
-                raise UserError(f"model {model.name!r} failed on a batch of {batch_size} images of shape "
-                                f"{images.shape[1:]}: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+                raise UserError(apply_failure(model, error, batch_size, images.shape[1:])) from error
             features = _check_output(model, outputs, batch_size)
             chunks.append(features[mask].astype(np.float32))
             targets.append(batch_targets[mask])
@@ -202,7 +192,7 @@ def load_targets(view: View, *, data_dir: str | None, cache_dir: Path | None) ->
 def load_or_compute(model: Model, view: View, *, data_dir: str | None, cache_dir: Path | None,
                     batch_size: int = 256, progress: bool = False) -> ViewData:
     """Cached `compute_features`: features from the cache when the images were seen before."""
-    cacheable = cache_dir is not None and getattr(model, "cacheable", True)
+    cacheable = cache_dir is not None and model.cacheable  # nothing identifies the weights: never stale
     features_path = _entry(cache_dir, "features", view, cache_key(model, view)) if cacheable else None
     labels_path = _entry(cache_dir, "labels", view, labels_key(view)) if cacheable else None
     stored = None if features_path is None else _read(features_path, "features", "ids")

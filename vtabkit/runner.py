@@ -26,8 +26,8 @@ import numpy as np
 from vtabkit import __version__, data, features, metadata, metrics, predictions, prepare, protocols
 from vtabkit import regimes, results, source, tasks
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model, check_model_name, create_model
-from vtabkit.models.torch_adapter import require_flax
+from vtabkit.models.model import Model, cache_note, require_flax
+from vtabkit.models.registry import check_model_name, create_model
 from vtabkit.paths import cache_dir as default_cache_dir
 from vtabkit.protocols.common import FitContext, Images
 
@@ -291,6 +291,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
         uses.update([*[v for v in cell.task.regime_views(cell.regime) if v is not None],
                      *[e.view for e in eval_sets]])
     cache = None if not config.use_cache else Path(config.cache_dir or default_cache_dir() / "features")
+    if cache is not None and (note := cache_note(model)):
+        log(note)
     views = Views(model, config, cache, uses)
     environment = _environment(model)
     written = []

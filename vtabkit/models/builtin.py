@@ -6,7 +6,8 @@ import importlib.util
 
 import jax.numpy as jnp
 
-from vtabkit.models.registry import Model, register_model
+from vtabkit.models.model import Model
+from vtabkit.models.registry import register_model
 
 
 @register_model("pixels")
@@ -15,7 +16,8 @@ def pixels(resolution: int = 32) -> Model:
     def apply(params, images):
         del params
         return jnp.reshape(images, (images.shape[0], -1))
-    return Model(apply=apply, resolution=resolution, value_range=(0.0, 1.0),
+    # No weights: the code (vtabkit's own, versioned in every cache key) is the whole identity.
+    return Model(apply=apply, resolution=resolution, value_range=(0.0, 1.0), identity="pixels",
                  metadata={"architecture": "pixels"})
 
 

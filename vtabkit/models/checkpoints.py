@@ -27,6 +27,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -111,12 +112,44 @@ def _recover_dtype(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32) if array.dtype != np.float32 else array
 
 
+def _format_problem(path: Path) -> str:
+    """What ``path`` is when it is recognisably not an ``.npz`` of plain arrays ("" otherwise).
+
+    An ``.npz`` is a zip of ``.npy`` members. A PyTorch ``.pt`` is a zip too (of pickles), so
+    the members are looked at, not only the first bytes.
+    """
+    with open(path, "rb") as stream:
+        head = stream.read(16)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.namelist()
+        except zipfile.BadZipFile:
+            return "is a damaged zip file"
+        if any(member.endswith("data.pkl") for member in members):
+            return "looks like a PyTorch checkpoint (torch.save)"
+        others = [member for member in members if not member.endswith(".npy")]
+        return f"is a zip with non-array members ({_show(others, 3)})" if others else ""
+    if head.startswith(b"\x93NUMPY"):
+        return "is a single .npy array (np.save)"
+    if head[:1] == b"\x80":
+        return "looks like a pickle (e.g. a legacy torch.save file)"
+    if head.startswith(b"\x89HDF"):
+        return "looks like an HDF5 file (e.g. Keras .h5)"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return "looks like a safetensors file"
+    return "is not a zip archive (an .npz is one)"
+
+
 def read_npz(source: str) -> dict[str, np.ndarray]:
     """The flat float32 arrays of a checkpoint; ``file.npz:img`` selects the sub-tree ``img/``."""
     subtree = ""
     if match := re.fullmatch(r"(.*\.npz):([\w/]+)", source):
         source, subtree = match.group(1), match.group(2).strip("/") + "/"
     path = fetch(source)
+    if problem := _format_problem(path):
+        raise UserError(f"checkpoint {path} is not a readable .npz: it {problem}; expected a big_vision "
+                        ".npz (np.savez of the parameter tree, '/'-joined names), e.g. the model's .npz release")
     try:
         with np.load(path, allow_pickle=False) as stored:
             flat = {key: _recover_dtype(stored[key]) for key in stored.files}

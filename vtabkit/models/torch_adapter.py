@@ -7,19 +7,25 @@ numpy features. Its preprocessing comes from the model's own config (timm's pret
 the Hugging Face image processor, open_clip's ``preprocess_cfg``); vtabkit resizes to the declared
 resolution directly (no resize-then-crop), which is recorded in the metadata.
 
-Fine-tuning needs a differentiable Flax model; `require_flax` says so clearly for torch models.
+Fine-tuning needs a differentiable Flax model; `vtabkit.models.model.require_flax` says so clearly
+for torch models.
+
+As a model source (see `vtabkit.models.registry`) this module declares `claims`, `check` and
+`resolve`. A torch model's weights live in the module, not in ``params``: its ``identity`` is a hash
+of the ``state_dict``, so the fingerprint changes whenever any weight does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 
 from vtabkit.errors import UserError
-from vtabkit.models.registry import Model, fingerprint
+from vtabkit.models.model import Model, fingerprint
 
 PREFIXES = ("timm:", "hf:", "open_clip:")
 INSTALL_HINT = 'pip install "vtabkit[torch]"'
@@ -30,17 +36,16 @@ def is_torch_spec(name: str) -> bool:
     return name.startswith(PREFIXES)
 
 
-def is_flax(model: Model) -> bool:
-    """Whether ``model`` is a differentiable Flax model (what fine-tuning needs)."""
-    return model.jittable and model.module is not None
+claims = is_torch_spec  # the model-source interface
 
 
-def require_flax(model: Model, purpose: str = "fine-tuning") -> None:
-    """Raise a one-line `UserError` unless ``model`` is a Flax model."""
-    if not is_flax(model):
-        kind = "a PyTorch model" if model.metadata.get("framework") == "torch" else "not a Flax model"
-        raise UserError(f"{purpose} needs a Flax model, but {model.name or 'this model'} is {kind}; "
-                        "use a frozen-feature protocol (linear, fewshot, knn) or a Flax model")
+def check(name: str) -> None:
+    """Nothing to check before building: the name is looked up (or downloaded) only then."""
+
+
+def resolve(name: str) -> tuple[Callable[..., Model], dict[str, Any]]:
+    """The factory for ``name`` (its one argument: ``pretrained``); no extra facts to record."""
+    return partial(create_torch_model, name), {}
 
 
 def _require(module: str, package: str) -> Any:
@@ -88,9 +93,9 @@ def torch_model(net: Any, forward: Callable[[Any], Any], *, name: str, resolutio
     model = Model(apply=apply, resolution=int(resolution), value_range=(0.0, 1.0),
                   mean=None if mean is None else tuple(float(v) for v in mean),
                   std=None if std is None else tuple(float(v) for v in std),
-                  jittable=False, name=name,
+                  jittable=False, name=name, identity=f"torch-state-dict:{_weights_hash(net)}",
                   metadata={"framework": "torch", "device": str(device), **(metadata or {})})
-    model.fingerprint = fingerprint(model, extra=_weights_hash(net))
+    model.fingerprint = fingerprint(model)  # create_model recomputes it, with the factory's arguments
     return model
 
 

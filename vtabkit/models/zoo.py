@@ -18,7 +18,8 @@ from typing import Any, Callable
 import numpy as np
 
 from vtabkit.models import checkpoints
-from vtabkit.models.registry import Model, register_model
+from vtabkit.models.model import Model
+from vtabkit.models.registry import register_model
 
 VALUE_RANGE = (-1.0, 1.0)
 

@@ -26,9 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vtabkit import data
 from vtabkit.errors import UserError
-from vtabkit.features import normalise
-from vtabkit.models.registry import Model
-from vtabkit.models.torch_adapter import require_flax
+from vtabkit.models.model import Model, normalise, require_flax
 from vtabkit.protocols import merge_config
 from vtabkit.protocols.common import FitContext, Images, Number, check_list, check_setting
 from vtabkit.tasks import View
