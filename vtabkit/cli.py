@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from vtabkit import quiet
 from vtabkit.errors import UserError
 
 RUN_EXAMPLE = """example:
@@ -19,6 +19,20 @@ LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
 REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
                   "  vtabkit report runs/lite --verify\n")
 DATA_EXAMPLE = "example:\n  vtabkit data status --suite vtab1k --data-dir ~/tfds\n  vtabkit data prepare --suite vtab1k\n"
+TOP_EXAMPLE = """example:
+  vtabkit run --model pixels --suite lite --out runs/lite && vtabkit report runs/lite
+  vtabkit data status --suite vtab1k --data-dir ~/tfds
+  vtabkit list tasks
+
+`vtabkit COMMAND --help` describes each command, with examples.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, like every other user error (argparse prints the usage too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -33,9 +47,13 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vtabkit", description="VTAB-style representation evaluation.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data}")
+    from vtabkit import __version__
+
     formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="vtabkit", description="VTAB-style representation evaluation.",
+                     epilog=TOP_EXAMPLE, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"vtabkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data}")
 
     run = sub.add_parser("run", help="evaluate a model on a suite", epilog=RUN_EXAMPLE, formatter_class=formatter)
     run.add_argument("--model", required=True, help="registered name, or path/to/file.py:factory")
@@ -189,22 +207,13 @@ def _data(args: argparse.Namespace) -> None:
     data_cli.main(args)
 
 
-def _quiet_libraries() -> None:
-    # TensorFlow and TFDS log start-up chatter and deprecation notes that say nothing to users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
+    quiet.quiet_command_line()  # before anything can import TensorFlow
     args = _parser().parse_args(argv)
-    _quiet_libraries()
     handlers = {"run": _run, "list": _list, "report": _report, "data": _data}
     try:
+        if args.command in ("run", "data") or getattr(args, "tasks_dirs", None):
+            quiet.import_tensorflow_quietly()  # these load TensorFlow; its start-up lines are noise
         handlers[args.command](args)
     except UserError as error:
         print(f"vtabkit: error: {error}", file=sys.stderr)
