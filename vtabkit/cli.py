@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -110,6 +111,10 @@ def _list(args: argparse.Namespace) -> None:
 
     if args.what == "tasks":
         registry = tasks.registry(args.tasks_dirs)
+        if registry.tasks and (args.tasks_dirs or os.environ.get("VTABKIT_TASKS_DIR")):
+            from vtabkit.task_checks import check_user_tasks
+
+            check_user_tasks(registry.tasks.values())  # checks needing TFDS, for the user's own folders
         print(f"{'task':22s} {'family':15s} {'classes':>7s}  dataset")
         for task in sorted(registry.tasks.values(), key=lambda t: (t.family, t.id)):
             print(f"{task.id:22s} {task.family:15s} {task.num_classes:7d}  {task.tfds_name}")
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": _run, "list": _list, "report": _report, "data": _data}
     try:
-        if args.command in ("run", "data") or getattr(args, "tasks_dirs", None):
+        if args.command in ("run", "data") or getattr(args, "tasks_dirs", None) or os.environ.get("VTABKIT_TASKS_DIR"):
             quiet.import_tensorflow_quietly()  # these load TensorFlow; its start-up lines are noise
         handlers[args.command](args)
     except UserError as error:
