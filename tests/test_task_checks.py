@@ -97,7 +97,7 @@ def test_split_of_a_missing_tfds_split_on_prepared_data(tmp_path, data_dir, caps
     task = tasks.get_task("my_digits", [folder])
     from vtabkit import data
 
-    data.builder(task, data_dir)  # generate (offline) so the split sizes are known
+    data.builder(task.view("train800"), data_dir)  # generate (offline) so the split sizes are known
     with pytest.raises(UserError, match=rf"{path}: field 'splits' → val200: "):
         task_checks.check_task(task, data_dir)
 
