@@ -138,3 +138,13 @@ def test_a_usage_mistake_is_one_line(capsys):
         assert stop.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--model" in err and "vtabkit run --help" in err
+
+
+def test_readme_names_every_run_config_field():
+    import dataclasses
+
+    from vtabkit.runner import RunConfig
+
+    section = README[README.index("## Your own model"):README.index("## Your own data directory")]
+    missing = [f.name for f in dataclasses.fields(RunConfig) if f"`{f.name}`" not in section]
+    assert not missing, f"README 'Your own model' does not describe RunConfig field(s) {', '.join(missing)}"
