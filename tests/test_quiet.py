@@ -35,7 +35,8 @@ def test_a_run_prints_only_vtabkit_lines(tmp_path):
                     "--out", str(out), "--data-dir", str(tmp_path / "fresh-tfds"),
                     "--cache-dir", str(tmp_path / "fresh-cache")], tmp_path)
     assert done.returncode == 0, done.stderr
-    allowed = [re.compile(r"lite_digits +linear +default +seed 0: top1 \d+\.\d%"),
+    # vtabkit's one line per result (task, eval set, protocol, setting, seed, score) and the summary.
+    allowed = [re.compile(r"lite_digits +(\w+ +)?linear +default +seed 0: top1 \d+\.\d%"),
                re.compile(re.escape(f"1 new result(s) in {out / 'results.jsonl'}; see `vtabkit report {out}`"))]
     lines = done.stdout.splitlines()
     for line in lines:
