@@ -78,7 +78,12 @@ def check_data_dir(data_dir: str | Path | None, needs_writing: bool) -> None:
 
 @contextlib.contextmanager
 def run_lock(out: str | Path) -> Iterator[None]:
-    """Hold ``out``'s run lock for the block; a `UserError` at once when another run holds it."""
+    """Hold ``out``'s run lock for the block; a `UserError` at once when another run holds it.
+
+    A folder this call created is removed again when the run wrote nothing into it (it stopped
+    at a check), so a mistake leaves no empty run folder behind.
+    """
+    created = not Path(out).exists()
     check_out(out)
     if fcntl is None:
         yield
@@ -101,6 +106,9 @@ def run_lock(out: str | Path) -> Iterator[None]:
         try:
             yield
         finally:
+            if created and [entry.name for entry in Path(out).iterdir()] == [LOCK_FILE]:
+                path.unlink()
+                Path(out).rmdir()
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()
