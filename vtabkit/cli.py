@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from vtabkit import quiet
 from vtabkit.errors import UserError
 
 RUN_EXAMPLE = """example:
@@ -20,6 +21,20 @@ REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit r
                   "  vtabkit report runs/lite --verify\n")
 CACHE_EXAMPLE = "example:\n  vtabkit cache ls\n  vtabkit cache clear --model pixels --older-than 7d\n"
 DATA_EXAMPLE = "example:\n  vtabkit data status --suite vtab1k --data-dir ~/tfds\n  vtabkit data prepare --suite vtab1k\n"
+TOP_EXAMPLE = """example:
+  vtabkit run --model pixels --suite lite --out runs/lite && vtabkit report runs/lite
+  vtabkit data status --suite vtab1k --data-dir ~/tfds
+  vtabkit list tasks
+
+`vtabkit COMMAND --help` describes each command, with examples.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, like every other user error (argparse prints the usage too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -34,9 +49,13 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vtabkit", description="VTAB-style representation evaluation.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data,cache}")
+    from vtabkit import __version__
+
     formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="vtabkit", description="VTAB-style representation evaluation.",
+                     epilog=TOP_EXAMPLE, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"vtabkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data,cache}")
 
     run = sub.add_parser("run", help="evaluate a model on a suite", epilog=RUN_EXAMPLE, formatter_class=formatter)
     run.add_argument("--model", required=True, help="registered name, or path/to/file.py:factory")
@@ -99,6 +118,10 @@ def _list(args: argparse.Namespace) -> None:
 
     if args.what == "tasks":
         registry = tasks.registry(args.tasks_dirs)
+        if registry.tasks and (args.tasks_dirs or os.environ.get("VTABKIT_TASKS_DIR")):
+            from vtabkit.task_checks import check_user_tasks
+
+            check_user_tasks(registry.tasks.values())  # checks needing TFDS, for the user's own folders
         print(f"{'task':22s} {'family':15s} {'classes':>7s}  dataset")
         for task in sorted(registry.tasks.values(), key=lambda t: (t.family, t.id)):
             print(f"{task.id:22s} {task.family:15s} {task.num_classes:7d}  {task.tfds_name}")
@@ -203,23 +226,14 @@ def _data(args: argparse.Namespace) -> None:
     data_cli.main(args)
 
 
-def _quiet_libraries() -> None:
-    # TensorFlow and TFDS log start-up chatter and deprecation notes that say nothing to users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
+    quiet.quiet_command_line()  # before anything can import TensorFlow
     args = _parser().parse_args(argv)
     args.argv = argv
-    _quiet_libraries()
     handlers = {"run": _run, "list": _list, "report": _report, "data": _data, "cache": _cache}
     try:
+        if args.command in ("run", "data") or getattr(args, "tasks_dirs", None) or os.environ.get("VTABKIT_TASKS_DIR"):
+            quiet.import_tensorflow_quietly()  # these load TensorFlow; its start-up lines are noise
         handlers[args.command](args)
     except UserError as error:
         print(f"vtabkit: error: {error}", file=sys.stderr)

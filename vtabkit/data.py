@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from vtabkit import prepare, source
+from vtabkit import prepare, quiet, source
 from vtabkit.errors import UserError
 from vtabkit.tasks import View
 
@@ -21,7 +21,7 @@ def builder(view: View, data_dir: str | None):
     """The TFDS builder of ``view``'s pinned dataset; vtabkit's own ones prepare on first use."""
     dataset_builder = source.open_builder(view.dataset, data_dir)
     if source.is_own(view.dataset) and not source.is_prepared(dataset_builder):
-        dataset_builder.download_and_prepare()
+        quiet.prepare_silently(dataset_builder)  # seconds, offline: TFDS's prints and bars are noise
     return dataset_builder
 
 

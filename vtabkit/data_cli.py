@@ -57,4 +57,4 @@ def main(args: argparse.Namespace) -> None:
     summary = prepare.prepare_datasets(chosen, args.data_dir)
     if not summary.ok:
         raise UserError(f"{len(summary.outcomes) - sum(summary.count(s) for s in (prepare.READY, prepare.PREPARED))} "
-                        "dataset(s) not ready; follow the steps above, then run the command again")
+                        "dataset(s) not ready; the summary above says what to do for each, then run the command again")

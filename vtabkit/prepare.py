@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from vtabkit import source
+from vtabkit import downloads, quiet, source
 from vtabkit.errors import UserError
 from vtabkit.source import absolute_ranges, data_root, first_line, is_prepared, split_sizes
 from vtabkit.tasks import Task
@@ -44,6 +44,7 @@ PREPARED = "prepared"             # prepared (downloaded or generated) now
 MANUAL = "manual download needed"
 NEEDS_PACKAGE = "missing package"
 UNAVAILABLE = "unavailable"       # this TFDS cannot produce the pinned dataset version
+OFFLINE = "offline"               # the download host cannot be reached from this machine
 FAILED = "failed"
 _GOOD = (READY, PREPARED)
 
@@ -272,14 +273,36 @@ def _prepare_one(task: Task, data_dir: str | Path | None, log: Callable[[str], N
         modules = missing_modules(task)
         if modules:
             return NEEDS_PACKAGE, f"preparing {task.tfds_name} needs `{_pip_command(modules)}`"
+        blocked = downloads.unreachable(builder, manual_dir(builder), data_root(builder) / "downloads")
+        if blocked:  # in seconds, instead of minutes of TFDS retries
+            return OFFLINE, offline_fix(task, builder, data_dir, blocked)
     log(f"{task.tfds_name}: {'generating' if _is_own(task) else 'downloading and preparing'} "
         f"into {data_root(builder)} ...")
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir(builder)))
     try:
-        builder.download_and_prepare(download_config=config)
+        if _is_own(task):
+            quiet.prepare_silently(builder, download_config=config)
+        else:
+            builder.download_and_prepare(download_config=config)
     except Exception as error:  # network, disk, corrupt archive...: report it and go on
+        if downloads.is_connection_error(error):
+            reason = f"{type(error).__name__}: {first_line(error)}"
+            urls = tuple(downloads.files_to_fetch(builder, manual_dir(builder), data_root(builder) / "downloads"))
+            return OFFLINE, offline_fix(task, builder, data_dir, downloads.Unreachable(urls, (), reason))
         return FAILED, f"{type(error).__name__}: {first_line(error)}"
     return PREPARED, ""
+
+
+def offline_fix(task: Task, builder, data_dir: str | Path | None, blocked: downloads.Unreachable) -> str:
+    """One line: the download cannot happen here, and the two ways round it."""
+    root = data_root(builder)
+    where = f"cannot reach {', '.join(blocked.hosts)}" if blocked.hosts else "the download failed"
+    shown = ", ".join(blocked.urls[:3]) + (f" and {len(blocked.urls) - 3} more" if len(blocked.urls) > 3 else "")
+    by_hand = (f"; or download {shown} by hand into {manual_dir(builder)} (same file names) and run this "
+               "command again") if blocked.urls else ""
+    return (f"{where} ({blocked.reason}); run `vtabkit data prepare --tasks {task.id}` on a machine "
+            f"with internet, then copy the {task.dataset_name.split('/')[0]} folder of its data dir "
+            f"into {root}{by_hand}")
 
 
 def prepare_datasets(tasks: Iterable[Task], data_dir: str | Path | None,
@@ -336,7 +359,7 @@ def split_ids_hash(task: Task, split_name: str, data_dir: str | Path | None) -> 
         if not _is_own(task):
             raise UserError(f"task {task.id!r}: {task.tfds_name} is not prepared in "
                             f"{data_root(builder)}; {_fix(task, builder, data_dir)}")
-        builder.download_and_prepare()
+        quiet.prepare_silently(builder)
     read_config = tfds.ReadConfig(add_tfds_id=True, try_autocache=False, interleave_cycle_length=1)
     dataset = builder.as_dataset(split=task.splits[split_name], shuffle_files=False,
                                  read_config=read_config,

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vtabkit import __version__, data, features, metadata, metrics, predictions, prepare, protocols
-from vtabkit import regimes, results, source, tasks
+from vtabkit import __version__, data, features, metadata, metrics, places, predictions, prepare
+from vtabkit import protocols, regimes, results, source, task_checks, tasks
 from vtabkit.errors import UserError
 from vtabkit.models.model import Model, cache_note, require_flax
 from vtabkit.models.registry import check_model_name, create_model
@@ -255,9 +255,48 @@ def _restricted(scores: np.ndarray, class_subset: tuple[int, ...] | None) -> np.
     return restricted
 
 
-def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run every pending cell; returns the records written by this call."""
+def run(config: RunConfig | None = None, log: Callable[[str], None] = print, **options: Any) -> list[dict[str, Any]]:
+    """Run every pending cell; returns the records written by this call (also appended to
+    ``<out>/results.jsonl``).
+
+    Pass a `RunConfig`, or its fields as keywords: ``run(model="pixels", suite="lite",
+    out="runs/lite")``; keywords next to a config replace its fields. ``log`` receives one line
+    per finished cell. The output folder is checked and locked first: a second run on the same
+    ``out`` raises `UserError` instead of writing the same cells twice.
+    """
+    config = _as_config(config, options)
+    with places.run_lock(config.out):
+        return _run_locked(config, log)
+
+
+def _as_config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
+    fields = [field.name for field in dataclasses.fields(RunConfig)]
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise UserError(f"run() got unknown option(s) {', '.join(unknown)}; RunConfig fields: {', '.join(fields)}")
+    if config is None:
+        if "model" not in options:
+            raise UserError("run() needs a model, e.g. run(model='pixels', suite='lite')")
+        config = RunConfig(**options)
+    elif options:
+        config = dataclasses.replace(config, **options)
+    if not isinstance(config.out, Path):
+        config = dataclasses.replace(config, out=Path(config.out))
+    return config
+
+
+def _check_places(chosen: list[tasks.Task], config: RunConfig) -> None:
+    """Cache and data dir can take what this run writes, before the model is built."""
+    if config.use_cache:
+        places.check_writable(config.cache_dir or default_cache_dir() / "features", "--cache-dir")
+    generates = any(source.is_own(dataset) and not source.is_prepared(source.open_builder(dataset, config.data_dir))
+                    for task in chosen for dataset in task.datasets)
+    places.check_data_dir(config.data_dir, generates)
+
+
+def _run_locked(config: RunConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
     chosen, chosen_regimes, default_protocols = select_tasks(config)
+    task_checks.check_tasks(chosen, config.data_dir)  # bad split strings / class counts: one line, first
     names = list(dict.fromkeys(config.protocols or default_protocols))  # each protocol once
     modules = {name: protocols.get_protocol(name) for name in names}
     unused = sorted(set(config.protocol_config) - set(names))
@@ -274,6 +313,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
     results_path = out / results.RESULTS_FILE
     existing = results.read_records(results_path)
     results.check_writable_schema(existing, results_path)
+    _check_places(chosen, config)
 
     model = create_model(config.model, **config.model_args)
     if any(modules[name].INPUT == "images" for name in names):
