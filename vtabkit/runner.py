@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vtabkit import __version__, data, features, metadata, metrics, predictions, prepare, protocols
+from vtabkit import __version__, compile_cache, data, features, metadata, metrics, predictions, prepare, protocols
 from vtabkit import regimes, results, source, tasks
 from vtabkit.errors import UserError
 from vtabkit.models.registry import Model, check_model_name, create_model
@@ -257,6 +257,8 @@ def _restricted(scores: np.ndarray, class_subset: tuple[int, ...] | None) -> np.
 
 def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every pending cell; returns the records written by this call."""
+    compile_cache.enable()  # before the first compile of the run
+    compiles = compile_cache.CompileCounter()
     chosen, chosen_regimes, default_protocols = select_tasks(config)
     names = list(dict.fromkeys(config.protocols or default_protocols))  # each protocol once
     modules = {name: protocols.get_protocol(name) for name in names}
@@ -295,12 +297,13 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> list[dict[str,
     environment = _environment(model)
     written = []
     for cell, eval_sets in pending:
-        written += _run_cell(cell, eval_sets, model, views, environment, config, log)
+        written += _run_cell(cell, eval_sets, model, views, environment, config, log, compiles)
     return written
 
 
 def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: Views,
-              environment: dict[str, Any], config: RunConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+              environment: dict[str, Any], config: RunConfig, log: Callable[[str], None],
+              compiles: compile_cache.CompileCounter) -> list[dict[str, Any]]:
     task, module, out = cell.task, protocols.get_protocol(cell.protocol), Path(config.out)
     train_view, val_view = task.regime_views(cell.regime)
     train_known = views.features(train_view) if module.INPUT == "features" else views.targets(train_view)
@@ -343,9 +346,11 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
                                   "val": int(len(views.targets(val_view).ids)) if val_view else 0,
                                   "eval": int(len(known.ids))}
         # Shared work is charged once: extraction to the record that triggered it, the fit to
-        # the cell's first record.
+        # the cell's first record, compilations to the record they happened before (so the
+        # records of a run sum to the run's compilations).
         record["timings"] = {"features_s": views.charge(), "fit_s": fit_seconds if not written else 0.0,
-                             "predict_s": predict_seconds, "metrics_s": record.pop("metrics_s")}
+                             "predict_s": predict_seconds, "metrics_s": record.pop("metrics_s"),
+                             **compiles.take()}
         record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         results.append_record(out / results.RESULTS_FILE, record)
         written.append(record)
