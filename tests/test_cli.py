@@ -44,7 +44,7 @@ def test_lite_run_writes_one_record_per_task_with_provenance(lite_run):
         assert record["details"]["num_train"] == 800 and record["details"]["num_val"] == 200
         assert record["num_examples"]["train"] == 800 and record["num_examples"]["val"] == 200
         assert record["num_examples"]["eval"] in (797, 1000)  # digits: 1797 - 1000 images for test
-        assert {"features_s", "fit_s", "predict_s", "metrics_s"} <= set(record["timings"])
+        assert {"features_s", "fit_s", "predict_s", "metrics_s", "compilations"} <= set(record["timings"])
         assert record["eval_set"] == "test" and record["primary_metric"] == "top1"
         assert record["schema_version"] == 2 and record["predictions"]["sha256"]
         assert record["command"][:2] == ["vtabkit", "run"] and "--suite" in record["command"]
@@ -52,6 +52,14 @@ def test_lite_run_writes_one_record_per_task_with_provenance(lite_run):
         assert {"jax", "flax", "optax", "numpy"} <= set(environment["versions"])
         assert environment["cpu"] and environment["device_kind"]
         assert record["features_from_cache"] == {"train": False, "val": False, "eval": False}
+
+
+def test_lite_run_counts_its_compilations(lite_run):
+    out, _ = lite_run
+    records = results.read_records(out / "results.jsonl")
+    # The first record carries the solver's compiles; the run's total is the sum over records.
+    assert all(r["timings"]["compilations"] >= 0 for r in records)
+    assert sum(r["timings"]["compilations"] + r["timings"]["compile_cache_hits"] for r in records) >= 1
 
 
 def test_lite_scores_where_pixels_are_informative(lite_run):

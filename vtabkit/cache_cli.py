@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vtabkit import features
+from vtabkit import compile_cache, features
 from vtabkit.errors import UserError
 from vtabkit.paths import cache_dir as default_cache_dir
 
@@ -52,10 +52,11 @@ def main(args: argparse.Namespace) -> None:
     if args.action == "ls":
         if table.empty:
             print(f"the feature cache {root} is empty")
-            return
-        shown = table.drop(columns=["path"]).round({"size_mb": 2, "age_days": 1})
-        print(shown.to_markdown(index=False))
-        print(f"\n{len(table)} entries, {table['size_mb'].sum():.1f} MB in {root}")
+        else:
+            shown = table.drop(columns=["path"]).round({"size_mb": 2, "age_days": 1})
+            print(shown.to_markdown(index=False))
+            print(f"\n{len(table)} entries, {table['size_mb'].sum():.1f} MB in {root}")
+        print(compile_cache.summary())
         return
     chosen = table
     if args.model:

@@ -116,3 +116,17 @@ def check_list(protocol: str, config: dict, key: str, kind, ok=lambda value: Tru
 
 def _as_tuple(kind) -> tuple:
     return kind if isinstance(kind, tuple) else (kind,)
+
+
+def bucket(n: int, floor: int) -> int:
+    """The smallest size of the ladder floor·{1, 1.5}·2^k that holds ``n``.
+
+    Compiled solvers see only these sizes, so problems of many shapes share a few compiles; the
+    ladder's steps (1.5x, then 4/3x) bound the padding to half of the real size.
+    """
+    size = floor
+    while True:
+        for step in (size, size * 3 // 2):
+            if n <= step:
+                return step
+        size *= 2

@@ -22,13 +22,18 @@ import optax
 
 from vtabkit import metrics
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import (FitContext, Number, check_list, check_setting, check_splits,
+from vtabkit.protocols.common import (FitContext, Number, bucket, check_list, check_setting, check_splits,
                                       headline, target_kind)
 
 DESCRIPTION = "logistic regression on frozen features (softmax, or sigmoid per class for multi-label); l2 on val"
 INPUT = "features"
 TARGETS = ("single", "multi")
 VAL_FRACTION = 0.2  # share of train held out to choose l2 when the task has no val split
+# Solves are padded to shape buckets (see ``common.bucket``) so that a suite of tasks with many
+# sizes compiles ``fit_path`` a few times; the floors keep tiny problems from spreading over
+# many small buckets. False solves at the exact shape (tests compare the two).
+SHAPE_BUCKETS = True
+ROW_FLOOR, WIDTH_FLOOR, CLASS_FLOOR = 256, 64, 16
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -50,12 +55,15 @@ def _weighted_standardizer(x, weights):
 
 
 @partial(jax.jit, static_argnames=("num_classes", "max_iter", "standardize", "multi"))
-def fit_path(x, y, weights, l2_grid, *, num_classes: int, max_iter: int, tol: float, standardize: bool,
-             multi: bool = False):
+def fit_path(x, y, weights, l2_grid, class_mask=None, *, num_classes: int, max_iter: int, tol: float,
+             standardize: bool, multi: bool = False):
     """Fit one probe per l2 in ``l2_grid`` (descending), rows weighted by ``weights``.
 
     ``y`` holds int labels (softmax cross-entropy) or, with ``multi``, (N, C) multi-hot rows
-    (binary cross-entropy summed over classes).
+    (binary cross-entropy summed over classes). ``class_mask`` (C,) marks the real classes of
+    a padded problem: the others get -inf logits in the softmax and no term in the sigmoid sum,
+    so their gradient is 0 and their weights stay at their 0 start. Padded rows carry weight 0;
+    padded feature columns are all 0, so they standardise to 0 and add nothing either.
 
     Returns (W (L, D, C), b (L, C), mean (D,), scale (D,), iterations (L,)).
     """
@@ -66,14 +74,17 @@ def fit_path(x, y, weights, l2_grid, *, num_classes: int, max_iter: int, tol: fl
     z = (x - mean) / scale
     onehot = y.astype(x.dtype) if multi else jax.nn.one_hot(y, num_classes, dtype=x.dtype)
     total = weights.sum()
+    real = jnp.ones(num_classes, bool) if class_mask is None else class_mask
 
     def loss(params, l2):
         w, b = params
         logits = z @ w + b
         if multi:
-            nll = (jax.nn.softplus(logits) - onehot * logits).sum(1)
+            nll = jnp.where(real, jax.nn.softplus(logits) - onehot * logits, 0.0).sum(1)
         else:
-            nll = jax.nn.logsumexp(logits, axis=1) - (onehot * logits).sum(1)
+            # The label term uses the unmasked logits: onehot is 0 on padded classes, and
+            # 0 * -inf would be nan.
+            nll = jax.nn.logsumexp(jnp.where(real, logits, -jnp.inf), axis=1) - (onehot * logits).sum(1)
         return (weights * nll).sum() / total + 0.5 * l2 * (w * w).sum()
 
     solver = optax.lbfgs()
@@ -99,6 +110,30 @@ def fit_path(x, y, weights, l2_grid, *, num_classes: int, max_iter: int, tol: fl
     start = (jnp.zeros((x.shape[1], num_classes), x.dtype), jnp.zeros(num_classes, x.dtype))
     _, (params, counts) = jax.lax.scan(solve, start, l2_grid)
     return params[0], params[1], mean, scale, counts
+
+
+def solve_path(x: np.ndarray, y: np.ndarray, weights: np.ndarray, l2_grid: list[float], *, num_classes: int,
+               max_iter: int, tol: float, standardize: bool, multi: bool = False,
+               buckets: bool | None = None) -> tuple[np.ndarray, ...]:
+    """``fit_path`` on the problem padded to its shape bucket, the padding cut off the result."""
+    buckets = SHAPE_BUCKETS if buckets is None else buckets
+    n, d = x.shape
+    rows, width, classes = ((bucket(n, ROW_FLOOR), bucket(d, WIDTH_FLOOR), bucket(num_classes, CLASS_FLOOR))
+                            if buckets else (n, d, num_classes))
+    x_pad = np.zeros((rows, width), np.float32)
+    x_pad[:n, :d] = x
+    y_pad = np.zeros((rows, classes) if multi else rows, y.dtype)
+    if multi:
+        y_pad[:n, :num_classes] = y
+    else:
+        y_pad[:n] = y
+    w_pad = np.zeros(rows, np.float32)
+    w_pad[:n] = weights
+    out = fit_path(jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(w_pad), jnp.asarray(l2_grid, jnp.float32),
+                   jnp.asarray(np.arange(classes) < num_classes), num_classes=classes, max_iter=max_iter, tol=tol,
+                   standardize=standardize, multi=multi)
+    w, b, mean, scale, counts = (np.asarray(a) for a in out)
+    return w[:, :d, :num_classes], b[:, :num_classes], mean[:d], scale[:d], counts
 
 
 def choose_l2(grid: list[float], val_scores: list[float]) -> float:
@@ -134,24 +169,22 @@ def fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
     multi = target == "multi"
     select_by = "map" if multi else "top1"
     grid = sorted((float(l2) for l2 in config["l2_grid"]), reverse=True)  # strong → weak: warm starts
-    x_all = jnp.asarray(np.concatenate([x_train, x_val]), jnp.float32)
-    y_all = jnp.asarray(np.concatenate([y_train, y_val]))
+    x_all = np.concatenate([x_train, x_val]).astype(np.float32, copy=False)
+    y_all = np.concatenate([y_train, y_val])
     max_iter = int(config["max_iter"])
-    solve = partial(fit_path, num_classes=num_classes, max_iter=max_iter, tol=float(config["tol"]),
+    solve = partial(solve_path, num_classes=num_classes, max_iter=max_iter, tol=float(config["tol"]),
                     standardize=bool(config["standardize"]), multi=multi)
 
-    train_only = jnp.asarray(np.r_[np.ones(len(y_train)), np.zeros(len(y_val))], jnp.float32)
-    w, b, mean, scale, iterations = (np.asarray(a) for a in solve(x_all, y_all, train_only,
-                                                                  jnp.asarray(grid, jnp.float32)))
+    train_only = np.r_[np.ones(len(y_train)), np.zeros(len(y_val))]
+    w, b, mean, scale, iterations = solve(x_all, y_all, train_only, grid)
     score = metrics.get_metric(select_by).function
     val_scores = [score(predict(LinearHead(w[i], b[i], mean, scale), x_val), y_val) for i in range(len(grid))]
     best = grid.index(choose_l2(grid, val_scores))
 
-    everything = jnp.ones(len(y_all), jnp.float32)
+    everything = np.ones(len(y_all))
     # The refit repeats the chosen l2 to keep the compiled shape; repeats after the first converge
     # at once from their warm start, so this costs one fit, not len(grid).
-    refit_grid = jnp.full(len(grid), grid[best], jnp.float32)
-    w, b, mean, scale, refit_iterations = (np.asarray(a) for a in solve(x_all, y_all, everything, refit_grid))
+    w, b, mean, scale, refit_iterations = solve(x_all, y_all, everything, [grid[best]] * len(grid))
     counts = [int(i) for i in iterations] + [int(refit_iterations[0])]
     details = {"l2": grid[best], "selected_by": f"val_{select_by}", "val_source": val_source,
                f"val_{select_by}": {f"{l2:.3g}": value for l2, value in zip(grid, val_scores)},
