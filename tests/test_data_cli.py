@@ -44,7 +44,7 @@ def test_run_without_data_stops_before_loading_the_model(tmp_path, capsys):
     code, _, err = _run(["run", "--model", f"{model_file}:factory", "--suite", "vtab1k", "--data-dir",
                          str(tmp_path / "empty")], capsys)
     assert code == 2 and "data missing for 19 task(s)" in err and "--skip-missing" in err
-    assert err.count("vtabkit data prepare --tasks") >= 15  # one line per missing dataset
+    assert err.count("vtabkit data prepare --tasks") >= 15 and err.count("\n") == 1  # every fix, one line
     assert not marker.exists()
 
 

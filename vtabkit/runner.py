@@ -89,9 +89,10 @@ def check_data(chosen: list[tasks.Task], config: RunConfig, log: Callable[[str],
     """Stop before loading the model when data is missing (or drop those tasks with --skip-missing)."""
     missing = {task.id: fix for task, fix in prepare.missing_datasets(chosen, config.data_dir)}
     if missing and not config.skip_missing:
-        lines = "\n".join(f"  {task_id}: {problem}" for task_id, problem in missing.items())
-        raise UserError(f"data missing for {len(missing)} task(s):\n{lines}\n"
-                        "prepare it, or add --skip-missing to run the tasks whose data is present")
+        # One line however many tasks: each task's fix, then what else the user can do.
+        fixes = "; ".join(f"{task_id}: {problem}" for task_id, problem in missing.items())
+        raise UserError(f"data missing for {len(missing)} task(s) — {fixes} — prepare it, or add "
+                        "--skip-missing to run the tasks whose data is present")
     for task_id, problem in missing.items():
         log(f"skipping {task_id}: {problem}")
     kept = [task for task in chosen if task.id not in missing]
