@@ -52,11 +52,22 @@ class Regime:
         if targets.ndim != 1:
             raise UserError(f"regime {self.name} draws examples per class, which needs single-label "
                             "targets; use first:N for multi-label tasks")
-        rng = np.random.default_rng(seed)
-        order = np.argsort(targets, kind="stable")
-        _, starts = np.unique(targets[order], return_index=True)
-        chosen = [rng.permutation(members)[:self.size] for members in np.split(order, starts[1:])]
-        return np.sort(np.concatenate(chosen))  # back to TFDS order
+        return np.sort(draw_per_class(targets, self.size, seed))  # back to TFDS order
+
+
+def draw_per_class(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` indices of every class (all of a smaller class), grouped by class in sorted
+    label order, in the order of ``np.random.default_rng(seed)``'s permutation of each class.
+
+    The same seed gives nested draws for growing ``count`` (the few-shot sets of one seed).
+    """
+    rng = np.random.default_rng(seed)
+    # One stable sort groups each class's indices in ascending order, like np.flatnonzero
+    # would per class, without one pass over all labels per class.
+    order = np.argsort(labels, kind="stable")
+    _, starts = np.unique(labels[order], return_index=True)
+    chosen = [rng.permutation(members)[:count] for members in np.split(order, starts[1:])]
+    return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
 
 
 def parse(text: str) -> Regime:

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vtabkit import regimes
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
 from vtabkit.protocols.common import Number, check_setting, check_splits, headline
@@ -87,13 +88,7 @@ def sample_few_shot(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
         raise UserError(f"labels must be 1-D; got shape {labels.shape}")
     if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
         raise UserError(f"shots must be a positive integer; got {shots!r}")
-    rng = np.random.default_rng(seed)
-    # One stable sort groups each class's indices in ascending order, like np.flatnonzero
-    # would per class, without one pass over all labels per class.
-    order = np.argsort(labels, kind="stable")
-    _, starts = np.unique(labels[order], return_index=True)
-    chosen = [rng.permutation(members)[:shots] for members in np.split(order, starts[1:])]
-    return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+    return regimes.draw_per_class(labels, int(shots), seed)
 
 
 # ---------------------------------------------------------------------------------------------
