@@ -190,3 +190,32 @@ def test_one_compilation_serves_every_split(mnist_task_dir):
         for split in ("train800", "val200", "test"):
             features.compute_features(model, task.view(split), data_dir=None, batch_size=32)
     assert traces == [(32, 8, 8, 3)]
+
+
+def test_next_batch_is_dispatched_before_the_previous_result_is_waited_for(mnist_task_dir, monkeypatch):
+    """The device computes batch i while the host reads and sends batch i+1 (issue 13.3)."""
+    task = tasks.get_task("mock_mnist", [mnist_task_dir])
+    model = _mean_colour(resolution=8)
+    events = []
+
+    class Pending:  # stands for a JAX array still being computed
+        def __init__(self, number, images):
+            self.number, self.images = number, images
+
+        def __array__(self, dtype=None, copy=None):
+            events.append(("wait", self.number))
+            return np.asarray(self.images).mean(axis=(1, 2))
+
+    def fake_dispatch(model, batch_size):
+        def run(images):
+            number = sum(1 for kind, _ in events if kind == "dispatch")
+            events.append(("dispatch", number))
+            return Pending(number, images)
+        return run, batch_size
+
+    monkeypatch.setattr(features, "dispatch_function", fake_dispatch)
+    with tfds.testing.mock_data(**MOCK):
+        feats, _, _ = features.compute_features(model, task.view("test"), data_dir=None, batch_size=32)
+    assert feats.shape == (100, 3)
+    assert events == [("dispatch", 0), ("dispatch", 1), ("wait", 0), ("dispatch", 2), ("wait", 1),
+                      ("dispatch", 3), ("wait", 2), ("wait", 3)]

@@ -1,7 +1,8 @@
 """Frozen features: extract once per (model, data view), cache on disk with example ids.
 
 Extraction is jit-compiled with one fixed batch shape (the last batch is padded, never
-dropped) and sharded over all local devices along the batch axis. The cache is keyed by what
+dropped) and sharded over all local devices along the batch axis; the next batch is read, decoded and sent
+while the device computes the previous one. The cache is keyed by what
 determines the features — the model fingerprint and the *images* of a view (dataset:version,
 split string, image key and scaling) through the model's preprocessing — not by the task, so
 two tasks that read the same images share one entry. Targets are stored apart, keyed by the
@@ -59,22 +60,33 @@ class ViewData:
 
 # The compiled extractor of the most recent models, so the splits of every task of a run share
 # one compilation (a new jit closure per split would recompile the backbone each time).
-_COMPILED: dict[tuple[int, int], tuple[Model, Callable[[np.ndarray], np.ndarray], int]] = {}
+_COMPILED: dict[tuple[int, int], tuple[Model, Callable[[np.ndarray], object], int]] = {}
 
 
-def batch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
-    """A function images → features for a fixed batch size, and that (device-rounded) size."""
+def dispatch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray], object], int]:
+    """A function images → features *as dispatched* (a JAX array still being computed, or numpy
+    for models outside JAX) for a fixed batch size, and that (device-rounded) size.
+
+    Not waiting for the result is what lets `compute_features` read and transfer the next batch
+    while the device computes this one.
+    """
     cached = _COMPILED.get((id(model), batch_size))
     if cached is not None and cached[0] is model:
         return cached[1], cached[2]
-    run, size = _build_batch_function(model, batch_size)
+    run, size = _build_dispatch_function(model, batch_size)
     if len(_COMPILED) >= 4:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[(id(model), batch_size)] = (model, run, size)
     return run, size
 
 
-def _build_batch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+def batch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """A function images → features (numpy) for a fixed batch size, and that (device-rounded) size."""
+    dispatch, size = dispatch_function(model, batch_size)
+    return (lambda images: np.asarray(dispatch(images))), size
+
+
+def _build_dispatch_function(model: Model, batch_size: int) -> tuple[Callable[[np.ndarray], object], int]:
     if not model.jittable:
         return (lambda images: np.asarray(model.apply(model.params, normalise(model, images, np)))), batch_size
     import jax
@@ -92,8 +104,8 @@ def _build_batch_function(model: Model, batch_size: int) -> tuple[Callable[[np.n
     def forward(params, images):
         return model.apply(params, normalise(model, images, jnp))
 
-    def run(images: np.ndarray) -> np.ndarray:
-        return np.asarray(forward(params, jax.device_put(images, batch_sharding)))
+    def run(images: np.ndarray):
+        return forward(params, jax.device_put(images, batch_sharding))  # async: no wait here
     return run, batch_size
 
 
@@ -110,22 +122,35 @@ def compute_features(model: Model, view: View, *, data_dir: str | None, batch_si
     """Run the model over every example of ``view``: ``(features float32, targets, ids)``."""
     from tqdm import tqdm
 
-    run, batch_size = batch_function(model, batch_size)
+    run, batch_size = dispatch_function(model, batch_size)
     total = data.num_examples(view, data_dir)
     chunks, targets, ids = [], [], []
     name = f"{view.dataset.split(':')[0]} {view.split}"
+
+    def collect(outputs, batch_targets, batch_ids, mask, images_shape) -> None:
+        try:
+            outputs = np.asarray(outputs)  # waits for the device; errors of a running model surface here
+        except Exception as error:
+            raise UserError(apply_failure(model, error, batch_size, images_shape)) from error
+        features = _check_output(model, outputs, batch_size)
+        chunks.append(features[mask].astype(np.float32))
+        targets.append(batch_targets[mask])
+        ids.append(batch_ids[mask])
+        bar.update(int(mask.sum()))
+
     with tqdm(total=total, desc=name, unit="img", disable=not progress, leave=False) as bar:
+        in_flight = None  # one batch on the device while the host reads, decodes and sends the next
         for images, batch_targets, batch_ids, mask in data.batches(view, resolution=model.resolution,
                                                                    batch_size=batch_size, data_dir=data_dir):
             try:
                 outputs = run(images)
             except Exception as error:  # the model's own code failed on a real batch
                 raise UserError(apply_failure(model, error, batch_size, images.shape[1:])) from error
-            features = _check_output(model, outputs, batch_size)
-            chunks.append(features[mask].astype(np.float32))
-            targets.append(batch_targets[mask])
-            ids.append(batch_ids[mask])
-            bar.update(int(mask.sum()))
+            if in_flight is not None:
+                collect(*in_flight)
+            in_flight = (outputs, batch_targets, batch_ids, mask, images.shape[1:])
+        if in_flight is not None:
+            collect(*in_flight)
     features = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     raw = np.concatenate(targets) if targets else np.zeros((0,) if view.target == "single" else (0, view.num_classes))
     if not np.isfinite(features).all():
