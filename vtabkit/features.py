@@ -1,8 +1,8 @@
 """Frozen features: extract once per (model, data view), cache on disk with example ids.
 
 Extraction is jit-compiled with one fixed batch shape (the last batch is padded, never
-dropped) and sharded over all local devices along the batch axis; the next batch is read, decoded and sent
-while the device computes the previous one. The cache is keyed by what
+dropped) and sharded over all local devices along the batch axis; the next batch is read,
+decoded and sent while the device computes the previous one. The cache is keyed by what
 determines the features — the model fingerprint and the *images* of a view (dataset:version,
 split string, image key and scaling) through the model's preprocessing — not by the task, so
 two tasks that read the same images share one entry. Targets are stored apart, keyed by the
