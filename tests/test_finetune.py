@@ -12,6 +12,7 @@ import pytest
 
 from vtabkit import features, tasks
 from vtabkit.errors import UserError
+from vtabkit.image_store import ImageStore
 from vtabkit.models.model import Model
 from vtabkit.models.vit import ViT
 from vtabkit.protocols import finetune, merge_config
@@ -167,3 +168,16 @@ def test_out_of_memory_halves_the_micro_batch(digits_images, monkeypatch):
     fits["images"] = 0
     with pytest.raises(UserError, match="cannot be split further"):
         finetune.fitting_trainer(tiny_vit(), 10, config, images, labels)
+
+
+def test_training_from_the_disk_store_equals_training_from_memory(digits_images):
+    """Issue 13.4: the images stream from disk; the steps see exactly what an array would give."""
+    _, (store, labels) = digits_images
+    assert isinstance(store, ImageStore) and store.files[0].exists()
+    in_memory = store[np.arange(len(store))]
+    trainer = finetune.Trainer(tiny_vit(), 10, merge_config("finetune", SMALL))
+    from_disk, disk_losses = finetune.train_steps(trainer, store, labels, 0.05, 4, None)
+    from_memory, memory_losses = finetune.train_steps(trainer, in_memory, labels, 0.05, 4, None)
+    np.testing.assert_allclose(disk_losses, memory_losses, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(from_disk["head"]["kernel"]), np.asarray(from_memory["head"]["kernel"]),
+                               atol=1e-6)

@@ -12,6 +12,7 @@ Training batches are drawn from (seed, step) alone, so a run resumed from its la
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from functools import partial
 from pathlib import Path
@@ -24,8 +25,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vtabkit import data
+from vtabkit import data, image_store
 from vtabkit.errors import UserError
+from vtabkit.image_store import ImageStore
 from vtabkit.models.model import Model, normalise, require_flax
 from vtabkit.protocols import merge_config
 from vtabkit.protocols.common import FitContext, Images, Number, check_list, check_setting
@@ -83,17 +85,25 @@ def schedule(lr: float, steps: int, config: dict[str, Any]) -> optax.Schedule:
                                  optax.piecewise_constant_schedule(lr, boundaries)], [warmup])
 
 
-def load_images(view: View, model: Model, data_dir: str | None,
-                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All images of ``view`` (or its ``rows``) at the model's resolution, uint8 in host memory,
-    and their labels."""
-    images, labels = [], []
-    for batch, batch_labels, _, mask in data.batches(view, resolution=model.resolution,
-                                                     batch_size=256, data_dir=data_dir):
-        images.append(np.clip(np.round(batch[mask]), 0, 255).astype(np.uint8))
-        labels.append(batch_labels[mask])
-    images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
-    return (images, labels) if rows is None else (images[rows], labels[rows])
+def load_images(view: View, model: Model, data_dir: str | None, rows: np.ndarray | None = None,
+                directory: Path | None = None) -> tuple[ImageStore, np.ndarray]:
+    """All images of ``view`` (or its ``rows``) at the model's resolution, uint8, written to disk
+    (``directory``, else a temporary one) and read back by batch; and their labels (in memory)."""
+    labels = []
+
+    def image_batches():
+        for batch, batch_labels, _, mask in data.batches(view, resolution=model.resolution,
+                                                         batch_size=256, data_dir=data_dir):
+            labels.append(batch_labels[mask])
+            yield np.clip(np.round(batch[mask]), 0, 255).astype(np.uint8)
+
+    if directory is None:
+        store = ImageStore.in_temporary_dir(image_batches())
+    else:  # the cell's work directory: removed with it once the results are stored
+        name = hashlib.sha256(json.dumps(view.images_facts(), sort_keys=True).encode()).hexdigest()[:16]
+        store = ImageStore.write(image_batches(), Path(directory) / f"{name}.u8")
+    labels = np.concatenate(labels).astype(np.int32)
+    return (store, labels) if rows is None else (store.subset(rows), labels[rows])
 
 
 class Trainer:
@@ -154,7 +164,7 @@ class Trainer:
             return optax.apply_updates(params, updates), opt_state, loss / self.accumulation
         return step
 
-    def batch_at(self, images: np.ndarray, labels: np.ndarray, seed: int, step: int):
+    def batch_at(self, images: ImageStore | np.ndarray, labels: np.ndarray, seed: int, step: int):
         """The training batch of ``step``: a function of (seed, step) only, so resuming is exact."""
         rng = np.random.default_rng([seed, step])
         index = rng.choice(len(labels), size=self.batch, replace=len(labels) < self.batch)
@@ -279,7 +289,8 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
                         "has none in this regime")
     sweep = config["sweeps"][config["sweep"]]
     members = [(float(lr), int(steps)) for lr in sweep["lr"] for steps in sweep["steps"]]
-    images, labels = load_images(train.view, model, train.data_dir, train.rows)
+    image_dir = work_dir / "images" if work_dir else None
+    images, labels = load_images(train.view, model, train.data_dir, train.rows, image_dir)
     trainer = fitting_trainer(model, num_classes, config, images, labels)
     finished_path = work_dir / "sweep.json" if work_dir else None
     finished = json.loads(finished_path.read_text()) if finished_path and finished_path.exists() else {}
@@ -300,8 +311,8 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
     best = max(range(len(members)), key=lambda i: (finished[keys[i]]["val_top1"], -i))
     best_lr, best_steps = members[best]
 
-    val_images, val_labels = load_images(val.view, model, val.data_dir, val.rows)
-    images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
+    val_images, val_labels = load_images(val.view, model, val.data_dir, val.rows, image_dir)
+    images, labels = image_store.concatenate([images, val_images]), np.concatenate([labels, val_labels])
     params, losses = train_steps(trainer, images, labels, best_lr, best_steps, work_dir and work_dir / "final",
                                  progress=f"finetune final lr={best_lr:g},steps={best_steps}" if context.progress else None)
     details = {"lr": best_lr, "steps": best_steps, "sweep": finished,
