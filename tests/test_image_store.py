@@ -46,3 +46,13 @@ def test_a_temporary_store_removes_its_files(images):
     import gc
     gc.collect()
     assert not path.exists()
+
+
+def test_too_little_disk_is_one_line_before_any_work(tmp_path, monkeypatch):
+    from vtabkit.errors import UserError
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 90, 10))
+    with pytest.raises(UserError, match=r"keeps its 1000 decoded images on disk .* free space there"):
+        image_store.check_space(tmp_path / "work" / "images", 1000, (8, 8, 3))
+    image_store.check_space(tmp_path, 0, (8, 8, 3))  # nothing to store: nothing to check

@@ -19,6 +19,8 @@ from typing import Iterable
 
 import numpy as np
 
+from vtabkit.errors import UserError
+
 
 class ImageStore:
     """uint8 images of one shape, ``store[rows] -> (len(rows), H, W, 3)``, backed by files."""
@@ -89,6 +91,20 @@ class ImageStore:
             for handle in handles.values():
                 os.close(handle)
         return out
+
+
+def check_space(directory: Path | None, count: int | None, image_shape: tuple[int, ...]) -> None:
+    """One line before any image is decoded when ``directory`` (default: the temporary folder)
+    cannot hold ``count`` images: better than a full disk half-way through a fine-tuning run."""
+    if not count:
+        return
+    where = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+    existing = next((p for p in [where, *where.parents] if p.exists()), Path("/"))
+    needed, free = count * int(np.prod(image_shape)), shutil.disk_usage(existing).free
+    if needed > free:
+        raise UserError(f"fine-tuning keeps its {count} decoded images on disk ({needed / 1e9:.1f} GB) in "
+                        f"{where}, which has {free / 1e9:.1f} GB free; free space there, or choose another "
+                        "--out (or TMPDIR)")
 
 
 def concatenate(stores: list[ImageStore]) -> ImageStore:

@@ -97,6 +97,7 @@ def load_images(view: View, model: Model, data_dir: str | None, rows: np.ndarray
             labels.append(batch_labels[mask])
             yield np.clip(np.round(batch[mask]), 0, 255).astype(np.uint8)
 
+    image_store.check_space(directory, data.num_examples(view, data_dir), (model.resolution, model.resolution, 3))
     if directory is None:
         store = ImageStore.in_temporary_dir(image_batches())
     else:  # the cell's work directory: removed with it once the results are stored
