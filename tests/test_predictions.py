@@ -171,3 +171,18 @@ def test_size_of_the_top_k_form_for_50000_by_1000(tmp_path):
     # Compression may not gain much on random scores but must not lose; ids compress well.
     assert size < numeric + arrays["ids"].nbytes / 4
     assert size < scores.astype(np.float32).nbytes / 40  # vs 200 MB of full float32 scores
+
+
+def test_a_predictions_file_is_readable_like_any_file_the_user_writes(tmp_path):
+    import os
+    import stat
+
+    from vtabkit import predictions as predictions_module
+
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "p.npz"
+        predictions_module.save(path, {"ids": np.array(["a"]), "scores": np.zeros((1, 2), np.float32)})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # mkstemp alone would leave 0600
+    finally:
+        os.umask(umask)

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from vtabkit import data
+from vtabkit import data, paths
 from vtabkit.errors import UserError
 from vtabkit.models.model import Model, apply_failure, normalise
 from vtabkit.tasks import View
@@ -175,6 +175,7 @@ def _write(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write to a temporary file and rename, so a crash never leaves a half-written cache entry.
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    paths.readable_mode(handle)
     with os.fdopen(handle, "wb") as stream:
         np.savez(stream, **arrays)
         stream.flush()

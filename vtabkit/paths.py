@@ -29,3 +29,14 @@ def cache_dir() -> Path:
 def default_data_dir() -> str | None:
     """The TFDS data dir, from ``TFDS_DATA_DIR`` when set (TFDS's own default otherwise)."""
     return os.environ.get("TFDS_DATA_DIR") or None
+
+
+def readable_mode(handle: int) -> None:
+    """Give a `tempfile.mkstemp` file the mode a plain ``open`` would (0666 less the umask).
+
+    mkstemp makes files 0600; results, predictions and cache entries renamed from one must stay
+    readable by whoever may read the run directory or share the cache (a leaderboard, a colleague).
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)

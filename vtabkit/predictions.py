@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from vtabkit import metrics
+from vtabkit import metrics, paths
 from vtabkit.errors import UserError
 
 FULL_SCORES_MAX_CLASSES = 100
@@ -99,6 +99,7 @@ def save(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".predictions-", suffix=".tmp")
+    paths.readable_mode(handle)
     digest = hashlib.sha256()
     try:
         buffer = io.BytesIO()

@@ -91,6 +91,7 @@ def fetch(source: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    paths.readable_mode(handle)
     print(f"vtabkit: downloading {url} to {target}", file=sys.stderr)  # can take minutes: say why
     try:
         with os.fdopen(handle, "wb") as stream, urllib.request.urlopen(url, timeout=60) as response:
