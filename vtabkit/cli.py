@@ -15,6 +15,7 @@ RUN_EXAMPLE = """example:
   vtabkit run --model vit_tiny --suite lite --protocol finetune --set finetune.sweep=quick
   vtabkit run --model path/to/my_model.py:factory --suite vtab1k --tasks cifar100,dtd --data-dir ~/tfds
   vtabkit run --model augreg_vit_b16 --model-arg checkpoint=/path/to/B_16.npz --suite vtab1k
+  vtabkit run --model pixels --suite lite --coordinator node0:1234 --num-processes 2 --process-id 0
 """
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
 REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
@@ -81,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only shard I of N (every N-th task); give each shard its own --out "
                           "and report them together with `vtabkit report DIR1 DIR2 ...`")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="multi-process run: process 0's host and a free port (JAX's distributed runtime)")
+    run.add_argument("--num-processes", type=int, metavar="N", help="multi-process run: processes in all")
+    run.add_argument("--process-id", type=int, metavar="I", help="multi-process run: this process, 0..N-1")
+    run.add_argument("--distributed", choices=["auto", "on", "off"], default="auto",
+                     help="auto: multi-process with the three flags above or inside a SLURM step / Open MPI "
+                          "launch of several tasks; on: let JAX detect the cluster (e.g. Cloud TPU); off: one process")
+    run.add_argument("--distributed-timeout", type=int, default=300, metavar="SECONDS",
+                     help="how long a process waits for all others to join the coordinator (default 300)")
 
     lister = sub.add_parser("list", help="list tasks, suites, models or protocols", epilog=LIST_EXAMPLE,
                             formatter_class=formatter)
@@ -185,6 +195,7 @@ def parse_model_args(items: list[str]) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from vtabkit import distributed
     from vtabkit.runner import RunConfig, run
 
     config = RunConfig(model=args.model, suite=args.suite, tasks=args.tasks, protocols=args.protocols,
@@ -196,9 +207,12 @@ def _run(args: argparse.Namespace) -> None:
                        command=["vtabkit", *sys.argv[1:]] if args.argv is None else ["vtabkit", *args.argv])
     if args.batch_size < 1:
         raise UserError("--batch-size must be a positive number of images")
+    if distributed.initialize(coordinator=args.coordinator, num_processes=args.num_processes,
+                              process_id=args.process_id, mode=args.distributed, timeout_s=args.distributed_timeout):
+        config.progress = config.progress and distributed.is_main()
     written = run(config)
-    print(f"{len(written)} new result(s) in {args.out / 'results.jsonl'}; "
-          f"see `vtabkit report {args.out}`")
+    if distributed.is_main():  # the other processes of a multi-process run write nothing
+        print(f"{len(written)} new result(s) in {args.out / 'results.jsonl'}; see `vtabkit report {args.out}`")
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from vtabkit import data, paths
+from vtabkit import data, distributed, paths, source
 from vtabkit.errors import UserError
 from vtabkit.models.model import Model, apply_failure, normalise
 from vtabkit.tasks import View
@@ -119,7 +119,37 @@ def _check_output(model: Model, features, batch_size: int) -> np.ndarray:
 
 def compute_features(model: Model, view: View, *, data_dir: str | None, batch_size: int = 256,
                      progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the model over every example of ``view``: ``(features float32, targets, ids)``."""
+    """Run the model over every example of ``view``: ``(features float32, targets, ids)``.
+
+    In a multi-process run each process reads its own share of the split and the features of
+    all shares are gathered, in example order, on every process (see `_compute_shared`).
+    """
+    if distributed.process_count() > 1:
+        return _compute_shared(model, view, data_dir=data_dir, batch_size=batch_size, progress=progress)
+    return _compute_local(model, view, data_dir=data_dir, batch_size=batch_size, progress=progress)
+
+
+def _compute_shared(model: Model, view: View, *, data_dir: str | None, batch_size: int,
+                    progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sizes = source.split_sizes(data.builder(view, data_dir))
+    part, start, end = distributed.share(view.split, sizes, distributed.process_index(), distributed.process_count())
+    if part is None:  # fewer examples than processes: nothing to read here
+        local, local_ids = np.zeros((0, 0), np.float32), np.zeros(0, str)
+    else:
+        local, _, local_ids = _compute_local(model, dataclasses.replace(view, split=part), data_dir=data_dir,
+                                             batch_size=batch_size, progress=progress)
+    features = distributed.gather_rows(local)
+    # Targets and ids of the whole split from a label-only pass (no image decoded): cheaper than
+    # gathering strings, and a check that the shares tile the split in order.
+    targets, ids = data.read_targets(view, data_dir)
+    if len(features) != len(ids) or not np.array_equal(local_ids, ids[start:end]):
+        raise UserError(f"{view.dataset} {view.split}: the examples this process read are not positions "
+                        f"{start}..{end} of the split; every process needs the same prepared dataset")
+    return features, targets, ids
+
+
+def _compute_local(model: Model, view: View, *, data_dir: str | None, batch_size: int,
+                   progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from tqdm import tqdm
 
     run, batch_size = dispatch_function(model, batch_size)
@@ -217,7 +247,14 @@ def load_targets(view: View, *, data_dir: str | None, cache_dir: Path | None) ->
 
 def load_or_compute(model: Model, view: View, *, data_dir: str | None, cache_dir: Path | None,
                     batch_size: int = 256, progress: bool = False) -> ViewData:
-    """Cached `compute_features`: features from the cache when the images were seen before."""
+    """Cached `compute_features`: features from the cache when the images were seen before.
+
+    In a multi-process run only process 0 reads and writes the cache (the others pass
+    ``cache_dir=None``); whether it had the features, and then the features, are broadcast.
+    """
+    if distributed.process_count() > 1:
+        return _load_or_compute_shared(model, view, data_dir=data_dir, cache_dir=cache_dir,
+                                       batch_size=batch_size, progress=progress)
     cacheable = cache_dir is not None and model.cacheable  # nothing identifies the weights: never stale
     features_path = _entry(cache_dir, "features", view, cache_key(model, view)) if cacheable else None
     labels_path = _entry(cache_dir, "labels", view, labels_key(view)) if cacheable else None
@@ -235,4 +272,32 @@ def load_or_compute(model: Model, view: View, *, data_dir: str | None, cache_dir
         _write(features_path, features=features, ids=ids,
                meta=_meta(dict(facts, kind="features", model=model.name, fingerprint=model.fingerprint)))
         _write(labels_path, targets=targets, ids=ids, meta=_meta(dict(facts, kind="labels")))
+    return ViewData(features, targets, ids)
+
+
+def _load_or_compute_shared(model: Model, view: View, *, data_dir: str | None, cache_dir: Path | None,
+                            batch_size: int, progress: bool) -> ViewData:
+    main = distributed.is_main()
+    cacheable = main and cache_dir is not None and model.cacheable
+    stored = None
+    if cacheable:
+        stored = _read(_entry(cache_dir, "features", view, cache_key(model, view)), "features", "ids")
+    known = None
+    if stored is not None:
+        known = load_targets(view, data_dir=data_dir, cache_dir=cache_dir)
+        if not np.array_equal(stored[1], known[1]):  # the prepared data changed under the cache
+            _entry(cache_dir, "features", view, cache_key(model, view)).unlink(missing_ok=True)
+            stored = None
+    if distributed.broadcast(np.array(stored is not None, np.int32)):
+        features = distributed.broadcast_array(stored[0] if main else None)
+        targets, ids = known if main else load_targets(view, data_dir=data_dir, cache_dir=None)
+        return ViewData(features, targets, ids, from_cache=True)
+    features, targets, ids = compute_features(model, view, data_dir=data_dir, batch_size=batch_size,
+                                              progress=progress)
+    if cacheable:
+        facts = {"dataset": view.dataset, "split": view.split}
+        _write(_entry(cache_dir, "features", view, cache_key(model, view)), features=features, ids=ids,
+               meta=_meta(dict(facts, kind="features", model=model.name, fingerprint=model.fingerprint)))
+        _write(_entry(cache_dir, "labels", view, labels_key(view)), targets=targets, ids=ids,
+               meta=_meta(dict(facts, kind="labels")))
     return ViewData(features, targets, ids)

@@ -11,6 +11,7 @@ protocols and by every task that reads the same images). Cells already in the ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -23,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vtabkit import __version__, compile_cache, data, features, metadata, metrics, places, predictions
+from vtabkit import __version__, compile_cache, data, distributed, features, metadata, metrics, places, predictions
 from vtabkit import prepare, protocols, regimes, results, source, task_checks, tasks
 from vtabkit.errors import UserError
 from vtabkit.models.model import Model, cache_note, require_flax
@@ -118,7 +119,7 @@ def _environment(model: Model) -> dict[str, Any]:
             pass
     device = jax.devices()[0]
     return {"vtabkit": __version__, "versions": versions, "python": platform.python_version(),
-            "backend": jax.default_backend(), "devices": jax.device_count(),
+            "backend": jax.default_backend(), "devices": jax.device_count(), "processes": jax.process_count(),
             "device_kind": getattr(device, "device_kind", str(device)), "cpu": _cpu_model(),
             "host": platform.node(), "code": _code_identity()}
 
@@ -266,10 +267,44 @@ def run(config: RunConfig | None = None, log: Callable[[str], None] = print, **o
     ``out`` raises `UserError` instead of writing the same cells twice.
     """
     config = _as_config(config, options)
+    if distributed.process_count() > 1:
+        return _run_processes(config, log)
     with places.run_lock(config.out):
-        return _run_locked(config, log)
+        plan = _prepare(config, log)
+        return _execute(plan, config, log, [key not in plan.done for key in plan.keys()])
 
 
+def _command_facts(config: RunConfig) -> dict[str, Any]:
+    """What every process of a run must agree on: what is computed, not where files live."""
+    paths = {"out", "data_dir", "cache_dir", "tasks_dirs", "progress", "command"}
+    facts = {name: value for name, value in dataclasses.asdict(config).items() if name not in paths}
+    return dict(facts, vtabkit=__version__)
+
+
+def _run_processes(config: RunConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One process of a multi-process run (see `vtabkit.distributed`): process 0 holds the run
+    lock and writes; the others never touch the run folder or the cache, and take the list of
+    pending cells from process 0."""
+    main = distributed.is_main()
+    if not main:
+        config, log = dataclasses.replace(config, progress=False), (lambda line: None)
+    distributed.agree(_command_facts(config))  # another command: stop before reading anything
+    with contextlib.ExitStack() as stack:
+        plan, problem = None, None
+        try:
+            if main:
+                stack.enter_context(places.run_lock(config.out))
+            plan = _prepare(config, log, main=main)
+        except UserError as error:
+            problem = error
+        facts = {} if plan is None else {"model_fingerprint": plan.model.fingerprint,
+                                         "tasks": [(task.id, task.hash) for task in plan.chosen],
+                                         "cells": len(plan.keys())}
+        distributed.agree(facts if problem is None else {}, problem)
+        mine = np.array([key not in plan.done for key in plan.keys()], np.int32)
+        pending = [bool(flag) for flag in distributed.broadcast(mine)]  # process 0's results file decides
+        written = _execute(plan, config, log, pending)
+    return written if main else []
 def _as_config(config: RunConfig | None, options: dict[str, Any]) -> RunConfig:
     fields = [field.name for field in dataclasses.fields(RunConfig)]
     unknown = sorted(set(options) - set(fields))
@@ -295,7 +330,28 @@ def _check_places(chosen: list[tasks.Task], config: RunConfig) -> None:
     places.check_data_dir(config.data_dir, generates)
 
 
-def _run_locked(config: RunConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+@dataclasses.dataclass
+class _Plan:
+    """A checked run, before any data is read: its model, tasks, cells and the cells done."""
+
+    chosen: list[tasks.Task]
+    cells: list[Cell]
+    model: Model
+    done: set[tuple]
+    results_path: Path
+    main: bool
+    compiles: compile_cache.CompileCounter
+
+    def keys(self) -> list[tuple]:
+        """Every (cell, eval set) of the run, in run order (the same on every process)."""
+        return [cell.key(self.model, e.name) for cell in self.cells for e in cell.task.eval_sets]
+
+
+def _prepare(config: RunConfig, log: Callable[[str], None], main: bool = True) -> _Plan:
+    """Every check, then the model: a mistake fails here, before any data is read.
+
+    Only the writing process (``main``) looks at the run folder and the cache dir.
+    """
     compile_cache.enable()  # before the first compile of the run
     compiles = compile_cache.CompileCounter()
     chosen, chosen_regimes, default_protocols = select_tasks(config)
@@ -310,43 +366,53 @@ def _run_locked(config: RunConfig, log: Callable[[str], None]) -> list[dict[str,
     for task in chosen:
         for name in names:
             protocols.check_target(name, task.target)
+    images = [name for name in names if modules[name].INPUT == "images"]
+    if images and distributed.process_count() > 1:
+        raise UserError(f"{', '.join(images)} does not run across processes yet; run it as one process "
+                        "(no --coordinator/--num-processes), or split the sweep into jobs with --shard I/N")
     check_model_name(config.model)  # an unknown model fails here, before any data is read
     chosen = check_data(chosen, config, log)
-    out = Path(config.out)
-    results_path = out / results.RESULTS_FILE
-    existing = results.read_records(results_path)
+    results_path = Path(config.out) / results.RESULTS_FILE
+    existing = results.read_records(results_path) if main else []
     results.check_writable_schema(existing, results_path)
-    _check_places(chosen, config)
+    if main:
+        _check_places(chosen, config)
 
     model = create_model(config.model, **config.model_args)
-    if any(modules[name].INPUT == "images" for name in names):
+    if images:
         require_flax(model)  # before any data is read
-    done = results.done_cells(existing)
     cells = [Cell(task, regime, name, cell) for task in chosen for regime in chosen_regimes
              for name in names for cell in modules[name].cells(settings[name])]
-    pending = [(cell, [e for e in cell.task.eval_sets if cell.key(model, e.name) not in done]) for cell in cells]
+    return _Plan(chosen, cells, model, results.done_cells(existing), results_path, main, compiles)
+
+
+def _execute(plan: _Plan, config: RunConfig, log: Callable[[str], None], pending_flags: list[bool]) -> list[dict[str, Any]]:
+    """Run the cells whose (cell, eval set) flags say pending; returns the records written."""
+    model, flags = plan.model, iter(pending_flags)
+    pending = [(cell, [e for e in cell.task.eval_sets if next(flags)]) for cell in plan.cells]
     pending = [(cell, eval_sets) for cell, eval_sets in pending if eval_sets]
-    for task in chosen:
+    for task in plan.chosen:
         if not any(cell.task is task for cell, _ in pending):
-            log(f"{task.id}: all cells already in {results_path}")
+            log(f"{task.id}: all cells already in {plan.results_path}")
     uses: Counter = Counter()
     for cell, eval_sets in pending:
         uses.update([*[v for v in cell.task.regime_views(cell.regime) if v is not None],
                      *[e.view for e in eval_sets]])
-    cache = None if not config.use_cache else Path(config.cache_dir or default_cache_dir() / "features")
+    # Only the writing process reads or writes the cache (the others get features by broadcast).
+    cache = None if not (config.use_cache and plan.main) else Path(config.cache_dir or default_cache_dir() / "features")
     if cache is not None and (note := cache_note(model)):
         log(note)
     views = Views(model, config, cache, uses)
     environment = _environment(model)
     written = []
     for cell, eval_sets in pending:
-        written += _run_cell(cell, eval_sets, model, views, environment, config, log, compiles)
+        written += _run_cell(cell, eval_sets, model, views, environment, config, log, plan.compiles, plan.main)
     return written
 
 
 def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: Views,
               environment: dict[str, Any], config: RunConfig, log: Callable[[str], None],
-              compiles: compile_cache.CompileCounter) -> list[dict[str, Any]]:
+              compiles: compile_cache.CompileCounter, main: bool = True) -> list[dict[str, Any]]:
     task, module, out = cell.task, protocols.get_protocol(cell.protocol), Path(config.out)
     train_view, val_view = task.regime_views(cell.regime)
     train_known = views.features(train_view) if module.INPUT == "features" else views.targets(train_view)
@@ -354,6 +420,13 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
     train_ids = train_known.ids if rows is None else train_known.ids[rows]
     train_in = _inputs(module.INPUT, views, train_view, rows, config.data_dir)
     val_in = None if val_view is None else _inputs(module.INPUT, views, val_view, None, config.data_dir)
+    if not main:
+        # Another process of a multi-process run: it takes part in reading (and gathering) the
+        # same views in the same order as process 0, which alone fits, scores and writes.
+        for eval_set in eval_sets:
+            _inputs(module.INPUT, views, eval_set.view, None, config.data_dir)
+        _release(views, train_view, val_view, eval_sets)
+        return []
     work_dir = out / "work" / f"{task.id}-{cell.protocol}-{cell.cell_id(model)}"
     started = time.perf_counter()
     head, details = module.fit(train_in, val_in, num_classes=task.num_classes, target=task.target,
@@ -405,10 +478,15 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
         shutil.rmtree(work_dir, ignore_errors=True)
         if not any(work_dir.parent.iterdir()):
             work_dir.parent.rmdir()
+    _release(views, train_view, val_view, eval_sets)
+    return written
+
+
+def _release(views: Views, train_view: tasks.View, val_view: tasks.View | None,
+             eval_sets: list[tasks.EvalSet]) -> None:
     for view in (train_view, val_view, *[e.view for e in eval_sets]):
         if view is not None:
             views.release(view)
-    return written
 
 
 def _score(base: dict[str, Any], eval_set: tasks.EvalSet, scores: np.ndarray, known: features.ViewData,
