@@ -109,7 +109,8 @@ def initialize(*, coordinator: str | None = None, num_processes: int | None = No
     except (AttributeError, ValueError):
         pass
     where = f"the coordinator {coordinator}" if given else "the coordinator JAX detected"
-    watchdog = threading.Timer(timeout_s, _give_up, args=(where, host, port, process_id, timeout_s))
+    terminal = os.dup(2)  # the watchdog speaks here while fd 2 is silenced
+    watchdog = threading.Timer(timeout_s, _give_up, args=(where, host, port, process_id, timeout_s, terminal))
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -122,10 +123,12 @@ def initialize(*, coordinator: str | None = None, num_processes: int | None = No
         raise UserError(f"cannot start the multi-process run: {source.first_line(error)}") from None
     finally:
         watchdog.cancel()
+        os.close(terminal)
     return jax.process_count() > 1
 
 
-def _give_up(where: str, host: str | None, port: int | None, process_id: int | None, timeout_s: int) -> None:
+def _give_up(where: str, host: str | None, port: int | None, process_id: int | None, timeout_s: int,
+             terminal: int) -> None:
     """The watchdog: one line and exit code 2 (JAX would abort with a C++ trace a little later)."""
     if host is not None and process_id != 0 and not _reachable(host, port):
         problem = (f"cannot reach {where} within {timeout_s} s; start process 0 there first and check the "
@@ -134,7 +137,7 @@ def _give_up(where: str, host: str | None, port: int | None, process_id: int | N
         problem = (f"not every process joined {where} within {timeout_s} s; start all of them with the same "
                    "--coordinator and --num-processes, or raise --distributed-timeout")
     sys.stdout.flush()
-    os.write(2, f"vtabkit: error: {problem}\n".encode())
+    os.write(terminal, f"vtabkit: error: {problem}\n".encode())
     os._exit(2)
 
 
