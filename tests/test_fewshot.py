@@ -128,9 +128,14 @@ def test_default_float32_matches_plain_solve(digits, shots):
     l2s = [2.0 ** -10, 2.0 ** -4, 1.0, 1024.0, 2.0 ** 19]
     predicted = fewshot.ridge_predict(few_x, few_y, test_x, NUM_CLASSES, l2s)
     for l2, got in zip(l2s, predicted):
-        expected = np.argmax(reference_logits(few_x, few_y, test_x, l2), axis=1)
+        logits = reference_logits(few_x, few_y, test_x, l2)
+        expected = np.argmax(logits, axis=1)
         if l2 >= 1024:
-            np.testing.assert_array_equal(got, expected, err_msg=f"l2={l2}")
+            # Exact, except where the float64 top two are tied within float32 round-off.
+            top2 = np.sort(logits, axis=1)[:, -2:]
+            tied = top2[:, 1] - top2[:, 0] < 1e-4 * np.abs(logits).max()
+            assert np.all((got == expected) | tied), f"l2={l2}"
+            assert np.mean(got != expected) <= 0.01
         else:
             assert np.mean(got != expected) <= 0.05, f"l2={l2}"
 

@@ -28,7 +28,10 @@ Ties between λ values go to the largest λ (the most regularised model).
 
 Linear algebra runs under jax.numpy on the default device in the default float type (float32
 unless jax_enable_x64), with full-precision matrix products so results do not depend on TF32 /
-bf16 matmul defaults of the accelerator.
+bf16 matmul defaults of the accelerator. Solves are padded to shape buckets (``common.bucket``:
+rows masked out of the statistics and targets, zero feature columns, masked classes) so that the
+many few-shot set sizes of a suite share a few compiles; ``SHAPE_BUCKETS = False`` solves at the
+exact shape (tests compare the two).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import numpy as np
 from vtabkit import regimes
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, check_setting, check_splits, headline
+from vtabkit.protocols.common import Number, bucket, check_setting, check_splits, headline
 
 DESCRIPTION = ("few-shot linear: closed-form ridge regression on 1/5/10/25 examples per class, "
                "3 seeds (ViT/BiT/big_vision)")
@@ -58,6 +61,12 @@ L2_SELECTIONS = ("fixed", "val", "loo")
 
 _NAME = "fewshot"
 _HIGHEST = jax.lax.Precision.HIGHEST
+
+# Shape buckets. Rows and width share one ladder (the width floor a power-of-two multiple of
+# the row floor), so a dual problem (n <= d) stays dual-shaped after padding (N <= D).
+SHAPE_BUCKETS = True
+ROW_FLOOR, WIDTH_FLOOR, CLASS_FLOOR = 32, 64, 16
+QUERY_FLOOR, QUERY_CHUNK = 256, 2048  # query rows: bucketed up to a chunk, then chunked
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -111,7 +120,9 @@ class Ridge(NamedTuple):
     eigvals: jax.Array  # (r,), clipped at 0
     coef: jax.Array  # (r, c)
     train_factor: jax.Array  # (n, r)
-    targets: jax.Array  # (n, c) in {-1, +1}
+    targets: jax.Array  # (n, c) in {-1, +1}; 0 on padded rows and classes
+    row_mask: jax.Array  # (n,) 1 for the real few-shot rows, 0 for padding
+    class_mask: jax.Array  # (c,) True for the real classes
 
 
 def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -130,38 +141,46 @@ def _is_dual(ridge: Ridge) -> bool:
     return ridge.eigvals.shape[0] < ridge.basis.shape[0]
 
 
-def _complement_of_ones(n: int, dtype: Any) -> jax.Array:
-    """(n, n-1) orthonormal columns orthogonal to the all-ones vector.
+def _complement_of(unit: jax.Array) -> jax.Array:
+    """(n, n-1) orthonormal columns orthogonal to the unit vector ``unit`` (unit[0] > 0).
 
-    They are the last n-1 columns of the Householder reflection that maps e_1 to 1/√n.
+    They are the last n-1 columns of the Householder reflection that maps e_1 to -unit
+    (v = unit + e_1 never vanishes, so no case needs special handling).
     """
-    if n == 1:
-        return jnp.zeros((1, 0), dtype)
-    v = jnp.full((n,), 1.0 / np.sqrt(n), dtype).at[0].add(-1.0)
-    reflection = jnp.eye(n, dtype=dtype) - 2.0 * jnp.outer(v, v) / jnp.dot(v, v)
+    n = unit.shape[0]
+    v = unit.at[0].add(1.0)
+    reflection = jnp.eye(n, dtype=unit.dtype) - 2.0 * jnp.outer(v, v) / jnp.dot(v, v)
     return reflection[:, 1:]
 
 
-@partial(jax.jit, static_argnames=("num_classes",))
-def _fit(x: jax.Array, y: jax.Array, num_classes: int) -> Ridge:
-    mean = jnp.mean(x, axis=0)
-    scale = jnp.std(x, axis=0) + STD_EPS
-    design = _design(x, mean, scale)
+@partial(jax.jit, static_argnames=("num_classes", "dual"))
+def _fit(x: jax.Array, y: jax.Array, row_mask: jax.Array, class_mask: jax.Array, num_classes: int,
+         dual: bool) -> Ridge:
+    """The ridge problem of the rows where ``row_mask`` is 1 (the real rows come first).
+
+    Padded rows get a zero design row (bias included) and zero targets, so they add nothing to
+    XᵀX, XᵀY or XXᵀ (they only add zero eigenvalues, whose coefficients are 0); padded feature
+    columns are 0, so they standardise to 0; padded classes get zero targets and are masked out
+    of every argmax. ``dual`` is decided on the real shape (n <= d), as without padding.
+    """
+    count = row_mask.sum()
+    mean = (row_mask[:, None] * x).sum(0) / count
+    scale = jnp.sqrt((row_mask[:, None] * (x - mean) ** 2).sum(0) / count) + STD_EPS
+    design = _design(x, mean, scale) * row_mask[:, None]
     z = design[:, :-1]
-    targets = 2.0 * jax.nn.one_hot(y, num_classes, dtype=x.dtype) - 1.0
-    n, d = z.shape
+    targets = (2.0 * jax.nn.one_hot(y, num_classes, dtype=x.dtype) - 1.0) * row_mask[:, None] * class_mask
     # The standardised features are mean-zero over the few-shot set, so the bias column is
-    # orthogonal to them: XᵀX = diag(ZᵀZ, n·100²) and the all-ones vector is an eigenvector of
-    # XXᵀ with eigenvalue n·100². Only the feature block is decomposed; leaving the huge bias
-    # eigenvalue out of eigh keeps float32 accurate for small λ (it would otherwise set the
-    # round-off scale of every eigenpair).
-    bias_eigval = jnp.full((1,), n * BIAS ** 2, x.dtype)
-    if n <= d:  # dual: decompose the (n-1) x (n-1) Gram matrix on the complement of 1
-        complement = _complement_of_ones(n, x.dtype)
+    # orthogonal to them: XᵀX = diag(ZᵀZ, n·100²) and the row mask (the all-ones vector of the
+    # real rows) is an eigenvector of XXᵀ with eigenvalue n·100². Only the feature block is
+    # decomposed; leaving the huge bias eigenvalue out of eigh keeps float32 accurate for small
+    # λ (it would otherwise set the round-off scale of every eigenpair).
+    bias_eigval = jnp.full((1,), count * BIAS ** 2, x.dtype)
+    if dual:  # decompose the (N-1) x (N-1) Gram matrix on the complement of the real-row vector
+        unit = row_mask / jnp.sqrt(count)
+        complement = _complement_of(unit)
         reduced = _mm(complement.T, z)
         eigvals, w = jnp.linalg.eigh(_mm(reduced, reduced.T))
-        u = jnp.concatenate([_mm(complement, w), jnp.full((n, 1), 1.0 / np.sqrt(n), x.dtype)],
-                            axis=1)
+        u = jnp.concatenate([_mm(complement, w), unit[:, None]], axis=1)
         basis, coef, factor = _mm(design.T, u), _mm(u.T, targets), u
     else:
         eigvals, v_z = jnp.linalg.eigh(_mm(z.T, z))
@@ -171,7 +190,11 @@ def _fit(x: jax.Array, y: jax.Array, num_classes: int) -> Ridge:
     # A Gram matrix is PSD; round-off can push tiny eigenvalues below 0, which would make
     # 1 / (s + λ) explode for small λ.
     eigvals = jnp.concatenate([jnp.maximum(eigvals, 0.0), bias_eigval])
-    return Ridge(mean, scale, basis, eigvals, coef, factor, targets)
+    return Ridge(mean, scale, basis, eigvals, coef, factor, targets, row_mask, class_mask)
+
+
+def _argmax(ridge: Ridge, logits: jax.Array) -> jax.Array:
+    return jnp.argmax(jnp.where(ridge.class_mask, logits, -jnp.inf), axis=1)
 
 
 def _shrunk_coef(ridge: Ridge, l2: jax.Array) -> jax.Array:
@@ -197,7 +220,7 @@ def _predict_grid(ridge: Ridge, x: jax.Array, l2s: jax.Array) -> jax.Array:
     λ values run one after another (lax.map) so memory holds one (m, c) logit block at a time.
     """
     logits = _logits_fn(ridge, _design(x, ridge.mean, ridge.scale), l2s.shape[0])
-    return jax.lax.map(lambda l2: jnp.argmax(logits(l2), axis=1), l2s)
+    return jax.lax.map(lambda l2: _argmax(ridge, logits(l2)), l2s)
 
 
 @jax.jit
@@ -232,15 +255,55 @@ def _loo_correct_grid(ridge: Ridge, y: jax.Array, l2s: jax.Array) -> jax.Array:
             residual = targets - _mm(factor, _shrunk_coef(ridge, l2))
             one_minus_h = 1.0 - _mm(factor ** 2, 1.0 / (eigvals + l2))
         loo = targets - residual / jnp.maximum(one_minus_h, tiny)[:, None]
-        return jnp.sum(jnp.argmax(loo, axis=1) == y)
+        return jnp.sum((_argmax(ridge, loo) == y) & (ridge.row_mask > 0))
 
     return jax.lax.map(correct, l2s)
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, num_classes: int) -> Ridge:
-    """The eigendecomposed ridge problem of training set ``(x, y)`` (no sampling, no checks)."""
+def _padded(array: np.ndarray, shape: tuple[int, ...], fill: Any = 0) -> np.ndarray:
+    out = np.full(shape, fill, array.dtype)
+    out[tuple(slice(0, n) for n in array.shape)] = array
+    return out
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, num_classes: int, buckets: bool | None = None) -> Ridge:
+    """The eigendecomposed ridge problem of training set ``(x, y)`` (no sampling, no checks),
+    padded to its shape bucket unless ``buckets`` (default ``SHAPE_BUCKETS``) is False."""
+    buckets = SHAPE_BUCKETS if buckets is None else buckets
     dtype = _float_dtype()
-    return _fit(jnp.asarray(x, dtype), jnp.asarray(y, jnp.int32), num_classes)
+    (n, d), c = np.shape(x), int(num_classes)
+    shape = (bucket(n, ROW_FLOOR), bucket(d, WIDTH_FLOOR), bucket(c, CLASS_FLOOR)) if buckets else (n, d, c)
+    rows, width, classes = shape
+    # _is_dual (shapes only) needs a dual problem to stay dual-shaped: the ladders make N <= D.
+    assert n > d or rows <= width, (n, d, rows, width)
+    x_pad = _padded(np.asarray(x, dtype), (rows, width))
+    y_pad = _padded(np.asarray(y, np.int32), (rows,))
+    return _fit(jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(np.arange(rows) < n, dtype),
+                jnp.asarray(np.arange(classes) < c), classes, n <= d)
+
+
+def _real_classes(ridge: Ridge) -> int:
+    return int(np.asarray(ridge.class_mask).sum())  # the real classes come first
+
+
+def _query_blocks(ridge: Ridge, x: np.ndarray, fill: np.ndarray | None = None):
+    """Blocks of query rows (and ``fill``'s rows, padded with -1) at the ridge's width, each
+    padded to a bucketed row count (chunks of QUERY_CHUNK beyond it), with its real row count.
+    Without buckets (the ridge's width is the features' own), one exact-shape block."""
+    dtype = _float_dtype()
+    width = ridge.mean.shape[0]
+    x = np.asarray(x, dtype)
+    if width == x.shape[1] and not SHAPE_BUCKETS:
+        yield jnp.asarray(x), None if fill is None else jnp.asarray(fill, jnp.int32), len(x)
+        return
+    block = min(bucket(len(x), QUERY_FLOOR), QUERY_CHUNK)
+    if len(x) == 0:  # no queries: one empty block keeps the shapes of the outputs
+        yield jnp.zeros((block, width), dtype), None if fill is None else jnp.full(block, -1, jnp.int32), 0
+    for start in range(0, len(x), block):
+        part = x[start:start + block]
+        padded_y = None if fill is None else jnp.asarray(
+            _padded(np.asarray(fill[start:start + block], np.int32), (block,), -1))
+        yield jnp.asarray(_padded(part, (block, width))), padded_y, len(part)
 
 
 def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
@@ -251,16 +314,19 @@ def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
     all of ``(train_x, train_y)`` with one eigendecomposition for every λ.
     """
     ridge = fit_ridge(train_x, train_y, num_classes)
-    query = jnp.asarray(query_x, _float_dtype())
-    return np.asarray(_predict_grid(ridge, query, jnp.asarray(l2s, _float_dtype())))
+    l2s = jnp.asarray(l2s, _float_dtype())
+    blocks = [(_predict_grid(ridge, x, l2s), n) for x, _, n in _query_blocks(ridge, query_x)]
+    return np.concatenate([np.asarray(p)[:, :n] for p, n in blocks], axis=1)
 
 
 def ridge_top1(ridge: Ridge, split: Split, l2s: Sequence[float]) -> np.ndarray:
     """Top-1 of the fitted ``ridge`` on ``split = (x, y)`` for each λ in ``l2s`` (float64)."""
     x, y = split
-    correct = _correct_grid(ridge, jnp.asarray(x, _float_dtype()), jnp.asarray(y, jnp.int32),
-                            jnp.asarray(l2s, _float_dtype()))
-    return np.asarray(correct, dtype=np.float64) / len(y)  # divide on host, in float64
+    l2s = jnp.asarray(l2s, _float_dtype())
+    # Padded query rows carry label -1, which no prediction equals.
+    counts = [_correct_grid(ridge, block, labels, l2s) for block, labels, _ in _query_blocks(ridge, x, y)]
+    correct = np.sum([np.asarray(c, dtype=np.int64) for c in counts], axis=0)
+    return correct.astype(np.float64) / len(y)  # divide on host, in float64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,8 +390,8 @@ def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
                             "use l2_selection 'loo' or 'fixed'")
         scores = ridge_top1(ridge, val, L2_GRID)
     else:
-        correct = _loo_correct_grid(ridge, jnp.asarray(few_shot_y, jnp.int32),
-                                    jnp.asarray(L2_GRID, _float_dtype()))
+        labels = _padded(np.asarray(few_shot_y, np.int32), ridge.row_mask.shape, -1)
+        correct = _loo_correct_grid(ridge, jnp.asarray(labels), jnp.asarray(L2_GRID, _float_dtype()))
         scores = np.asarray(correct, dtype=np.float64) / len(few_shot_y)
     # Largest λ among the best: the most regularised of equally good models.
     best = len(scores) - 1 - int(np.argmax(scores[::-1]))
@@ -342,8 +408,9 @@ class FewShotHead:
 
 def predict(head: FewShotHead, x: np.ndarray) -> np.ndarray:
     """Ridge outputs (N, C) of features ``x`` (the argmax is the predicted class)."""
-    dtype = _float_dtype()
-    return np.asarray(_scores(head.ridge, jnp.asarray(x, dtype), jnp.asarray(head.l2, dtype)))
+    l2 = jnp.asarray(head.l2, _float_dtype())
+    blocks = [(_scores(head.ridge, block, l2), n) for block, _, n in _query_blocks(head.ridge, x)]
+    return np.concatenate([np.asarray(s)[:n] for s, n in blocks])[:, :_real_classes(head.ridge)]
 
 
 def fit(train: Split, val: Split | None, *, num_classes: int, target: str, config: dict[str, Any],

@@ -17,7 +17,10 @@ A k larger than the bank is capped at the bank size, visibly (``k_used``, ``k_ca
 
 Similarities are computed on device with jax.numpy, ``chunk_size`` test examples at a time, so
 memory stays at chunk_size x bank_size whatever the test size; products run at full float32
-precision so neighbours do not depend on the accelerator's matmul defaults.
+precision so neighbours do not depend on the accelerator's matmul defaults. The bank is padded
+to shape buckets (``common.bucket``: padded bank rows get similarity -inf, so they are never
+neighbours; zero feature columns; padded classes get no votes and are cut off), so the banks of
+a suite share a few compiles; ``SHAPE_BUCKETS = False`` keeps the exact shapes.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 from vtabkit import metrics
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import (FitContext, Number, check_list, check_setting, check_splits,
+from vtabkit.protocols.common import (FitContext, Number, bucket, check_list, check_setting, check_splits,
                                       headline, target_kind)
 
 DESCRIPTION = "k-NN: cosine similarity, votes weighted by exp(sim/0.07), k in 10/20/100/200 (DINO)"
@@ -40,6 +43,9 @@ INPUT = "features"
 TARGETS = ("single", "multi")
 
 _NAME = "knn"
+
+SHAPE_BUCKETS = True
+BANK_FLOOR, WIDTH_FLOOR, CLASS_FLOOR = 256, 64, 16
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -72,13 +78,16 @@ def _l2_normalise(x: jax.Array) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("ks", "num_classes", "multi"))
 def _votes_chunk(bank: jax.Array, bank_targets: jax.Array, queries: jax.Array, temperature: jax.Array,
-                 ks: tuple[int, ...], num_classes: int, multi: bool) -> jax.Array:
+                 ks: tuple[int, ...], num_classes: int, multi: bool, bank_mask: jax.Array | None = None) -> jax.Array:
     """Weighted votes of one chunk of queries for each k, shape (len(ks), chunk, C).
 
     Single labels: the total weight per class. Multi-hot targets: the weighted share of the
-    neighbours that carry each class, in [0, 1].
+    neighbours that carry each class, in [0, 1]. Bank rows where ``bank_mask`` is False are
+    padding: their similarity is -inf, below every real row (k never exceeds the real rows).
     """
     similarity = jnp.matmul(_l2_normalise(queries), bank.T, precision=jax.lax.Precision.HIGHEST)
+    if bank_mask is not None:
+        similarity = jnp.where(bank_mask, similarity, -jnp.inf)
     top_similarity, top_index = jax.lax.top_k(similarity, max(ks))  # sorted, best first
     weights = jnp.exp(top_similarity / temperature)
     neighbours = bank_targets[top_index]
@@ -105,22 +114,35 @@ def knn_votes(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, num_c
     """
     dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless jax_enable_x64
     multi = np.ndim(bank_y) == 2
-    bank = _l2_normalise(jnp.asarray(bank_x, dtype))
-    bank_targets = jnp.asarray(bank_y, jnp.uint8 if multi else jnp.int32)
+    (size, width), classes = np.shape(bank_x), int(num_classes)
+    if SHAPE_BUCKETS:
+        # Zero columns keep norms and similarities; padded classes are never a neighbour's label.
+        size, width, classes = bucket(size, BANK_FLOOR), bucket(width, WIDTH_FLOOR), bucket(classes, CLASS_FLOOR)
+        chunk_size = int(chunk_size)  # every chunk, even of a short query set, has one shape
+    else:
+        chunk_size = min(chunk_size, len(query_x))
+    bank = _l2_normalise(jnp.asarray(_padded(np.asarray(bank_x, dtype), (size, width))))
+    target_shape = (size, classes) if multi else (size,)
+    bank_targets = jnp.asarray(_padded(np.asarray(bank_y, np.uint8 if multi else np.int32), target_shape))
+    bank_mask = jnp.asarray(np.arange(size) < len(bank_y)) if SHAPE_BUCKETS else None
     used = tuple(sorted({min(int(k), len(bank_y)) for k in ks}))
-    chunk_size = min(chunk_size, len(query_x))
     temperature_array = jnp.asarray(temperature, dtype)
     outputs = []
     for start in range(0, len(query_x), chunk_size):
         chunk = np.asarray(query_x[start:start + chunk_size], dtype)
-        padded = np.zeros((chunk_size, chunk.shape[1]), dtype)
-        padded[:len(chunk)] = chunk
+        padded = _padded(chunk, (chunk_size, width))
         votes = _votes_chunk(bank, bank_targets, jnp.asarray(padded), temperature_array, used,
-                             num_classes, multi)
+                             classes, multi, bank_mask)
         outputs.append((votes, len(chunk)))  # stays on device; jax runs ahead
-    stacked = np.concatenate([np.asarray(v)[:, :n] for v, n in outputs], axis=1)
+    stacked = np.concatenate([np.asarray(v)[:, :n, :num_classes] for v, n in outputs], axis=1)
     by_used = dict(zip(used, stacked))
     return {int(k): by_used[min(int(k), len(bank_y))] for k in ks}
+
+
+def _padded(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros(shape, array.dtype)
+    out[tuple(slice(0, n) for n in array.shape)] = array
+    return out
 
 
 def knn_predict(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, num_classes: int,
