@@ -34,16 +34,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _environment() -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+def _environment(devices: int = 2) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     env.pop("JAX_PLATFORMS", None)
     return env
 
 
-def _launch(*commands: list[str]) -> list[tuple[int, str, str]]:
-    """Start every command at once (one per process) and wait for all of them."""
-    processes = [subprocess.Popen([sys.executable, "-m", "vtabkit", *command], env=_environment(), cwd=ROOT,
+def _launch(*commands: list[str], devices: int = 2) -> list[tuple[int, str, str]]:
+    """Start every command at once (one per process, each with ``devices`` CPU devices) and wait for all."""
+    processes = [subprocess.Popen([sys.executable, "-m", "vtabkit", *command], env=_environment(devices), cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for command in commands]
     outcomes = []
@@ -115,13 +115,28 @@ def test_flags_are_checked_before_joining():
         distributed.initialize(coordinator="localhost:1234", num_processes=2, process_id=1, mode="off")
 
 
-def test_finetune_is_refused_across_processes(monkeypatch, tmp_path, data_dir):
-    monkeypatch.setattr(distributed, "process_count", lambda: 2)
-    config = runner.RunConfig(model="vit_tiny", suite="lite", tasks=["lite_digits"], protocols=["finetune"],
-                              out=tmp_path / "run", data_dir=data_dir, progress=False)
-    with pytest.raises(UserError, match="finetune does not run across processes yet") as error:
-        runner._prepare(config, print)
-    assert "\n" not in str(error.value)
+@needs_gloo
+def test_finetune_is_data_parallel_over_two_processes(tmp_path, data_dir):
+    """2 processes x 2 devices train on the same 4-device mesh as 1 process x 4 devices: the same
+    global batches, so the same tuned network and the same records."""
+    base = ["run", "--model", "vit_tiny", "--suite", "lite", "--tasks", "lite_digits", "--protocol", "finetune",
+            "--set", "finetune.sweep=quick", "--set", "finetune.batch_size=32", "--set", "finetune.micro_batch_size=16",
+            "--data-dir", data_dir, "--quiet", "--no-cache"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    [(code, _, err)] = _launch([*base, "--out", str(single), "--distributed", "off"], devices=4)
+    assert code == 0, err
+    outcomes = _two_processes(base, [["--out", str(multi)], ["--out", str(tmp_path / "out1")]])
+    assert [code for code, _, _ in outcomes] == [0, 0], outcomes
+    assert not (tmp_path / "out1").exists()
+    [expected], [got] = _records(single), _records(multi)
+    assert got["details"]["processes"] == 2 and got["details"]["devices"] == 4 == expected["details"]["devices"]
+    assert got["details"]["checkpoints"] is False and expected["details"]["checkpoints"] is True
+    assert got["details"]["final_losses"] == pytest.approx(expected["details"]["final_losses"], rel=1e-5)
+    assert got["metrics"] == pytest.approx(expected["metrics"], abs=1e-6)
+    assert got["split_ids"] == expected["split_ids"]
+    pa, pb = _predictions(single, expected), _predictions(multi, got)
+    assert list(pa["ids"]) == list(pb["ids"])
+    np.testing.assert_allclose(pa["scores"], pb["scores"], rtol=1e-4, atol=1e-4)
 
 
 @needs_gloo

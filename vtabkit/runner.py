@@ -367,9 +367,6 @@ def _prepare(config: RunConfig, log: Callable[[str], None], main: bool = True) -
         for name in names:
             protocols.check_target(name, task.target)
     images = [name for name in names if modules[name].INPUT == "images"]
-    if images and distributed.process_count() > 1:
-        raise UserError(f"{', '.join(images)} does not run across processes yet; run it as one process "
-                        "(no --coordinator/--num-processes), or split the sweep into jobs with --shard I/N")
     check_model_name(config.model)  # an unknown model fails here, before any data is read
     chosen = check_data(chosen, config, log)
     results_path = Path(config.out) / results.RESULTS_FILE
@@ -422,9 +419,16 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
     val_in = None if val_view is None else _inputs(module.INPUT, views, val_view, None, config.data_dir)
     if not main:
         # Another process of a multi-process run: it takes part in reading (and gathering) the
-        # same views in the same order as process 0, which alone fits, scores and writes.
+        # same views in the same order as process 0, which alone scores and writes. A protocol
+        # on images trains data-parallel over every process's devices, so it fits here too.
+        head = None
+        if module.INPUT == "images":
+            head, _ = module.fit(train_in, val_in, num_classes=task.num_classes, target=task.target,
+                                 config=cell.config, context=FitContext(model=model, log=lambda line: None))
         for eval_set in eval_sets:
-            _inputs(module.INPUT, views, eval_set.view, None, config.data_dir)
+            eval_in = _inputs(module.INPUT, views, eval_set.view, None, config.data_dir)
+            if head is not None:
+                module.predict(head, eval_in)
         _release(views, train_view, val_view, eval_sets)
         return []
     work_dir = out / "work" / f"{task.id}-{cell.protocol}-{cell.cell_id(model)}"

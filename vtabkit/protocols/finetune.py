@@ -7,6 +7,13 @@ warm-up then step decay. Steps are data-parallel over all local devices (the bat
 parameters replicated); gradients are accumulated over micro-batches when a batch does not fit.
 Training batches are drawn from (seed, step) alone, so a run resumed from its last checkpoint
 (orbax) continues exactly where it stopped.
+
+In a multi-process run (`vtabkit.distributed`) the steps are data-parallel over the devices of
+every process: each process holds the training images and feeds only the rows of the global
+batch that its own devices hold, so the batch (and every number) is the single-process one.
+Eval sets are read in per-process shares and their logits gathered. Such a run resumes at
+sweep-member granularity: process 0 keeps the finished members, and no mid-member checkpoints
+are written (recorded as ``checkpoints: false``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vtabkit import data, image_store
+from vtabkit import data, distributed, image_store, source
 from vtabkit.errors import UserError
 from vtabkit.image_store import ImageStore
 from vtabkit.models.model import Model, normalise, require_flax
@@ -107,24 +114,42 @@ def load_images(view: View, model: Model, data_dir: str | None, rows: np.ndarray
     return (store, labels) if rows is None else (store.subset(rows), labels[rows])
 
 
+def _replicated(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree``'s host values placed whole on every device of ``sharding`` (which may span
+    processes: each process supplies its own, equal, copy)."""
+    def place(leaf):
+        value = np.asarray(leaf)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+    return jax.tree.map(place, tree)
+
+
+def _local_copy(tree: Any, sharding: NamedSharding) -> Any:
+    """A replicated global ``tree`` as arrays on this process's devices only (for its own eval share)."""
+    return jax.device_put(jax.tree.map(lambda leaf: leaf.addressable_data(0), tree), sharding)
+
+
 class Trainer:
-    """Compiled train and predict steps of one (model, task), sharded over all local devices."""
+    """Compiled train and predict steps of one (model, task): training is sharded over the
+    devices of every process, prediction over this process's devices."""
 
     def __init__(self, model: Model, num_classes: int, config: dict[str, Any]):
         self.model, self.config = model, config
         self.network = WithHead(model.module, num_classes)
-        devices = jax.local_devices()
+        devices = jax.devices()  # every process's: the global batch is split over all of them
         self.mesh = Mesh(np.array(devices), ("data",))
+        self.local_mesh = Mesh(np.array(jax.local_devices()), ("data",))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.local_replicated = NamedSharding(self.local_mesh, PartitionSpec())
         batch, micro = int(config["batch_size"]), int(config["micro_batch_size"])
         if batch % micro or micro % len(devices):
             raise UserError(f"finetune: batch_size {batch} must be a multiple of micro_batch_size {micro}, "
                             f"and micro_batch_size a multiple of the {len(devices)} devices")
         self.batch, self.accumulation = batch, batch // micro
         self.micro_sharding = NamedSharding(self.mesh, PartitionSpec(None, "data"))
-        self.eval_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        self.eval_sharding = NamedSharding(self.local_mesh, PartitionSpec("data"))
         self.optimizer = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=float(config["momentum"]))
         self.step = self._build_step()
+        self.init_optimizer = jax.jit(self.optimizer.init, out_shardings=self.replicated)
         self.logits_step = jax.jit(lambda params, images: self.network.apply(
             {"params": params}, normalise(self.model, images, jnp)))
 
@@ -132,8 +157,8 @@ class Trainer:
         head = {"kernel": jnp.zeros((self._feature_dim(), self.network.num_classes)),
                 "bias": jnp.zeros((self.network.num_classes,))}
         # Copies: the train step donates its inputs, and the model's own weights must survive it.
-        backbone = jax.tree.map(jnp.array, self.model.params)
-        return jax.device_put({"backbone": backbone, "head": head}, self.replicated)
+        # (`_replicated` copies through the host.)
+        return _replicated({"backbone": self.model.params, "head": head}, self.replicated)
 
     def _feature_dim(self) -> int:
         probe = jnp.zeros((1, self.model.resolution, self.model.resolution, 3))
@@ -148,7 +173,7 @@ class Trainer:
     def _build_step(self):
         # The learning rate is an argument, so every sweep member and the final retrain share one
         # compiled step.
-        @partial(jax.jit, donate_argnums=(0, 1))
+        @partial(jax.jit, donate_argnums=(0, 1), out_shardings=(self.replicated, self.replicated, self.replicated))
         def step(params, opt_state, images, labels, lr, rng):
             # images: (accumulation, micro, H, W, 3); the step uses the mean micro-batch gradient.
             def accumulate(total, micro):
@@ -169,13 +194,30 @@ class Trainer:
         """The training batch of ``step``: a function of (seed, step) only, so resuming is exact."""
         rng = np.random.default_rng([seed, step])
         index = rng.choice(len(labels), size=self.batch, replace=len(labels) < self.batch)
-        shape = (self.accumulation, self.batch // self.accumulation)
-        batch_images = images[index].astype(np.float32).reshape(*shape, *images.shape[1:])
-        return (jax.device_put(batch_images, self.micro_sharding),
-                jax.device_put(labels[index].reshape(shape), self.micro_sharding))
+        index = index.reshape(self.accumulation, self.batch // self.accumulation)
+
+        # Each device's block of the (accumulation, micro) batch, read from the store on the
+        # process that owns the device: no process reads rows another process's devices train on.
+        def rows(block):
+            chosen = index[block[:2]]
+            return images[chosen.ravel()].astype(np.float32).reshape(*chosen.shape, *images.shape[1:])
+        batch_images = jax.make_array_from_callback((*index.shape, *images.shape[1:]), self.micro_sharding, rows)
+        batch_labels = jax.make_array_from_callback(index.shape, self.micro_sharding, lambda block: labels[index[block]])
+        return batch_images, batch_labels
 
     def logits(self, params, view: View, data_dir: str | None) -> np.ndarray:
-        """Logits (N, C) of every example of ``view``, streamed in fixed-size batches."""
+        """Logits (N, C) of every example of ``view``, streamed in fixed-size batches (in a
+        multi-process run: this process's share of the view, then every share gathered)."""
+        if distributed.process_count() == 1:
+            return self._local_logits(params, view, data_dir)
+        sizes = source.split_sizes(data.builder(view, data_dir))
+        part, _, _ = distributed.share(view.split, sizes, distributed.process_index(), distributed.process_count())
+        local = (np.zeros((0, self.network.num_classes), np.float32) if part is None else
+                 self._local_logits(_local_copy(params, self.local_replicated), dataclasses.replace(view, split=part),
+                                    data_dir))
+        return distributed.gather_rows(local)
+
+    def _local_logits(self, params, view: View, data_dir: str | None) -> np.ndarray:
         size = -(-256 // len(jax.local_devices())) * len(jax.local_devices())
         outputs = []
         for images, _, _, mask in data.batches(view, resolution=self.model.resolution,
@@ -194,7 +236,7 @@ def train_steps(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: fl
     config = trainer.config
     learning_rate = schedule(lr, steps, config)
     params = trainer.init_params()
-    opt_state = jax.device_put(trainer.optimizer.init(params), trainer.replicated)
+    opt_state = trainer.init_optimizer(params)
     start, manager = 0, None
     if checkpoint_dir is not None:
         # Synchronous saves: a checkpoint either exists whole or not at all when a run is killed.
@@ -213,7 +255,7 @@ def train_steps(trainer: Trainer, images: np.ndarray, labels: np.ndarray, lr: fl
         batch = trainer.batch_at(images, labels, int(config["seed"]), step)
         rng = jax.random.fold_in(jax.random.key(int(config["seed"])), step)  # dropout, if the model has any
         params, opt_state, loss = trainer.step(params, opt_state, *batch, jnp.float32(learning_rate(step)), rng)
-        losses.append(float(loss))
+        losses.append(float(loss.addressable_data(0)))
         bar.update(1)
         if step % 10 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -236,11 +278,11 @@ def fitting_trainer(model: Model, num_classes: int, config: dict[str, Any], imag
     """A `Trainer` whose micro-batch fits the device: on out-of-memory, halve micro_batch_size
     (more gradient accumulation, the same batch and the same maths) and try again."""
     micro = int(config["micro_batch_size"])
-    devices = jax.local_device_count()
+    devices = jax.device_count()
     while True:
         trainer = Trainer(model, num_classes, dict(config, micro_batch_size=micro))
         params = trainer.init_params()
-        opt_state = jax.device_put(trainer.optimizer.init(params), trainer.replicated)
+        opt_state = trainer.init_optimizer(params)
         try:  # one real step compiles and runs the largest allocation there is
             _, _, loss = trainer.step(params, opt_state, *trainer.batch_at(images, labels, 0, 0),
                                       jnp.float32(0.0), jax.random.key(0))
@@ -275,6 +317,20 @@ def _val_top1(trainer: Trainer, params: Any, val: Images) -> float:
     return float(np.mean(predicted == val.targets))
 
 
+_MEMBER_FIELDS = ("val_top1", "first_loss", "last_loss")
+
+
+def _shared_members(finished: dict[str, dict], keys: list[str]) -> dict[str, dict]:
+    """Process 0's finished sweep members, on every process (scores as float32)."""
+    table = np.full((len(keys), 1 + len(_MEMBER_FIELDS)), np.nan, np.float64)
+    for row, key in enumerate(keys):
+        if key in finished:
+            table[row] = [1.0, *[np.nan if finished[key][f] is None else finished[key][f] for f in _MEMBER_FIELDS]]
+    table = distributed.broadcast(table)
+    return {key: {f: (None if np.isnan(value) else float(value)) for f, value in zip(_MEMBER_FIELDS, row[1:])}
+            for key, row in zip(keys, table) if row[0] == 1.0}
+
+
 def fit(train: Images, val: Images | None, *, num_classes: int, target: str, config: dict[str, Any],
         context: FitContext | None = None) -> tuple[FineTunedHead, dict[str, Any]]:
     """Sweep on train/val, retrain the best member on train+val: the tuned network is the head.
@@ -295,12 +351,17 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
     trainer = fitting_trainer(model, num_classes, config, images, labels)
     finished_path = work_dir / "sweep.json" if work_dir else None
     finished = json.loads(finished_path.read_text()) if finished_path and finished_path.exists() else {}
+    multi = distributed.process_count() > 1
+    if multi:  # process 0's work dir decides which members are done
+        shared = _shared_members(finished, [f"lr={lr:g},steps={steps}" for lr, steps in members])
+        finished = finished if distributed.is_main() else shared
+    checkpoints = work_dir if work_dir and not multi else None
 
     for lr, steps in members:
         key = f"lr={lr:g},steps={steps}"
         if key in finished:  # done before an interruption
             continue
-        params, losses = train_steps(trainer, images, labels, lr, steps, work_dir and work_dir / key,
+        params, losses = train_steps(trainer, images, labels, lr, steps, checkpoints and checkpoints / key,
                                      progress=f"finetune {key}" if context.progress else None)
         finished[key] = {"val_top1": _val_top1(trainer, params, val),
                          "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
@@ -310,15 +371,18 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
     # Best val score; ties go to the earlier member of the sweep (a fixed, data-independent order).
     keys = [f"lr={lr:g},steps={steps}" for lr, steps in members]
     best = max(range(len(members)), key=lambda i: (finished[keys[i]]["val_top1"], -i))
+    if multi:  # the others' copies of resumed scores went through float32: process 0's choice holds
+        best = int(distributed.broadcast(np.array(best, np.int32)))
     best_lr, best_steps = members[best]
 
     val_images, val_labels = load_images(val.view, model, val.data_dir, val.rows, image_dir)
     images, labels = image_store.concatenate([images, val_images]), np.concatenate([labels, val_labels])
-    params, losses = train_steps(trainer, images, labels, best_lr, best_steps, work_dir and work_dir / "final",
+    params, losses = train_steps(trainer, images, labels, best_lr, best_steps, checkpoints and checkpoints / "final",
                                  progress=f"finetune final lr={best_lr:g},steps={best_steps}" if context.progress else None)
     details = {"lr": best_lr, "steps": best_steps, "sweep": finished,
                "final_losses": [losses[0], losses[-1]] if losses else None,
                "batch_size": trainer.batch, "micro_batch_size": trainer.batch // trainer.accumulation,
-               "accumulation": trainer.accumulation, "devices": jax.local_device_count(),
+               "accumulation": trainer.accumulation, "devices": jax.device_count(),
+               "processes": distributed.process_count(), "checkpoints": not multi,
                "num_train": int(len(labels) - len(val_labels)), "num_val": int(len(val_labels))}
     return FineTunedHead(trainer, params), details
