@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import posixpath
 import shutil
@@ -76,14 +75,19 @@ def _only(values: set, what: str, flag: str) -> Any:
     return next(iter(values))
 
 
-def _suite_of(task_ids: set[str], suite: str | None) -> tasks.Suite:
+def _suite_of(task_ids: set[str], regime: str, suite: str | None) -> tasks.Suite:
+    """The named suite, else the one suite of the run's regime that holds all its tasks (the
+    exact match first), so a run missing a task is told which task, not "which suite?"."""
     if suite is not None:
         return tasks.get_suite(suite)
-    matching = [name for name in tasks.list_suites() if set(tasks.get_suite(name).tasks) == task_ids]
+    suites = [tasks.get_suite(name) for name in tasks.list_suites()]
+    exact = [s for s in suites if set(s.tasks) == task_ids]
+    holding = [s for s in suites if task_ids <= set(s.tasks) and s.regime == regime]
+    matching = exact if len(exact) == 1 else holding
     if len(matching) != 1:
         raise UserError(f"cannot tell which suite the run's {len(task_ids)} tasks make up; pass --suite NAME "
                         "(the run must cover all of that suite's tasks)")
-    return tasks.get_suite(matching[0])
+    return matching[0]
 
 
 def check_complete(records: list[dict[str, Any]], suite: tasks.Suite) -> None:
@@ -107,6 +111,12 @@ def _named_regime(name: str) -> regimes.Regime:
         raise UserError(f"regime {name} draws a subset of the train split; submissions take the named "
                         "regimes 1k and full, whose examples vtabkit can check")
     return regime
+
+
+def _check_regime(suite: tasks.Suite, regime: regimes.Regime) -> None:
+    if suite.regime != regime.name:
+        raise UserError(f"suite {suite.name!r} is scored in regime {suite.regime}, the records are regime "
+                        f"{regime.name}; submit them for a suite of that regime")
 
 
 def _model_facts(records: list[dict[str, Any]], given: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +163,8 @@ def submit(run_dirs: Path | list[Path], out: Path, *, protocol: str | None = Non
         raise UserError(f"the run mixes {len(fingerprints)} model fingerprints ({', '.join(sorted(fingerprints))}); "
                         "a bundle holds one model's weights: submit each run directory on its own")
     regime = _named_regime(_only({r["regime"] for r in records}, "regimes", "a run of one regime"))
-    the_suite = _suite_of({r["task"] for r in records}, suite)
+    the_suite = _suite_of({r["task"] for r in records}, regime.name, suite)
+    _check_regime(the_suite, regime)
     check_complete(records, the_suite)
 
     with tempfile.TemporaryDirectory(prefix=".vtabkit-bundle-", dir=out.parent if out.parent.exists() else None) as tmp:
@@ -304,8 +315,9 @@ def validate(bundle: Path, data_dir: str | None = None) -> Summary:
                             "validate with the vtabkit version that wrote it, or re-submit")
         if {r["protocol"] for r in records} != {manifest["protocol"]} or {r["regime"] for r in records} != {manifest["regime"]}:
             raise UserError("records of another protocol or regime than the manifest declares; re-submit the run")
-        check_complete(records, suite)
         regime = _named_regime(manifest["regime"])
+        _check_regime(suite, regime)
+        check_complete(records, suite)
         for record in records:
             _check_record(folder, manifest, record, regime, data_dir)
         _check_scores(folder)
@@ -424,5 +436,3 @@ def bundle_text(summary: Summary) -> str:
     return (f"{summary.model} ({summary.fingerprint}): {summary.protocol} on suite {summary.suite} "
             f"({summary.tasks} tasks, regime {summary.regime}), {summary.records} record(s)")
 
-
-del io  # imported for type checkers of tarfile streams only
