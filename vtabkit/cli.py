@@ -1,4 +1,4 @@
-"""The ``vtabkit`` command line: run, list, report, data."""
+"""The ``vtabkit`` command line: run, list, report, data, cache, submit, validate, leaderboard."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
 REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
                   "  vtabkit report runs/lite --verify\n")
 CACHE_EXAMPLE = "example:\n  vtabkit cache ls\n  vtabkit cache clear --model pixels --older-than 7d\n"
+SUBMIT_EXAMPLE = ("example:\n  vtabkit submit runs/b16 --out b16-vtab1k.tar.gz --name \"ViT-B/16 AugReg\" --license apache-2.0\n"
+                  "  vtabkit submit runs/lite --out bundles/pixels-lite --suite lite\n")
+VALIDATE_EXAMPLE = "example:\n  vtabkit validate b16-vtab1k.tar.gz --data-dir ~/tfds\n  vtabkit validate results/submissions/pixels-lite-linear\n"
+LEADERBOARD_EXAMPLE = "example:\n  vtabkit leaderboard results/submissions --out site && xdg-open site/index.html\n"
 DATA_EXAMPLE = "example:\n  vtabkit data status --suite vtab1k --data-dir ~/tfds\n  vtabkit data prepare --suite vtab1k\n"
 TOP_EXAMPLE = """example:
   vtabkit run --model pixels --suite lite --out runs/lite && vtabkit report runs/lite
@@ -56,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vtabkit", description="VTAB-style representation evaluation.",
                      epilog=TOP_EXAMPLE, formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"vtabkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data,cache}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data,cache,submit,validate,leaderboard}")
 
     run = sub.add_parser("run", help="evaluate a model on a suite", epilog=RUN_EXAMPLE, formatter_class=formatter)
     run.add_argument("--model", required=True, help="registered name, or path/to/file.py:factory")
@@ -120,6 +124,28 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-dir", type=Path, help="feature cache (default: ~/.cache/vtabkit/features)")
     cache.add_argument("--model", help="clear: only this model's features (its name as in records)")
     cache.add_argument("--older-than", metavar="AGE", help="clear: only entries older than AGE (7d, 12h, 30m)")
+
+    submit = sub.add_parser("submit", help="write a submission bundle of a run", epilog=SUBMIT_EXAMPLE,
+                            formatter_class=formatter)
+    submit.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directory (or its shards)")
+    submit.add_argument("--out", type=Path, required=True, help="bundle: a new folder, or a file ending in .tar.gz")
+    submit.add_argument("--protocol", help="the protocol to submit (needed when the run holds several)")
+    submit.add_argument("--suite", help="the suite the run covers (default: the one suite its tasks make up)")
+    for flag, what in (("--name", "model name to show (default: the run's)"),
+                       ("--parameters", "parameter count"), ("--pretraining-data", "pre-training data"),
+                       ("--license", "licence of the weights"), ("--url", "where the model is described"),
+                       ("--description", "free text")):
+        submit.add_argument(flag, help=f"model.yaml: {what}; default: the model's metadata")
+    validate = sub.add_parser("validate", help="check a submission bundle", epilog=VALIDATE_EXAMPLE,
+                              formatter_class=formatter)
+    validate.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle folder or .tar.gz")
+    validate.add_argument("--data-dir", help="TFDS data dir, for example-id hashes vtabkit does not pin")
+    board = sub.add_parser("leaderboard", help="static leaderboard page of bundles", epilog=LEADERBOARD_EXAMPLE,
+                           formatter_class=formatter)
+    board.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE_OR_DIR",
+                       help="bundles (folders or .tar.gz) or folders of bundles")
+    board.add_argument("--out", type=Path, required=True, help="site folder (index.html is written there)")
+    board.add_argument("--data-dir", help="TFDS data dir, for example-id hashes vtabkit does not pin")
     return parser
 
 
@@ -234,6 +260,28 @@ def _cache(args: argparse.Namespace) -> None:
     cache_cli.main(args)
 
 
+def _submit(args: argparse.Namespace) -> None:
+    from vtabkit import bundle
+
+    facts = {"name": args.name, "parameters": args.parameters, "pretraining_data": args.pretraining_data,
+             "license": args.license, "url": args.url, "description": args.description}
+    summary = bundle.submit(args.run_dirs, args.out, protocol=args.protocol, suite=args.suite, model=facts)
+    print(f"wrote {args.out}: {bundle.bundle_text(summary)}; check it with `vtabkit validate {args.out}`")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from vtabkit import bundle
+
+    print(f"valid: {bundle.bundle_text(bundle.validate(args.bundle, args.data_dir))}")
+
+
+def _leaderboard(args: argparse.Namespace) -> None:
+    from vtabkit import leaderboard
+
+    data = leaderboard.build(args.bundles, args.out, data_dir=args.data_dir)
+    print(f"wrote {args.out / 'index.html'}: {len(data['rows'])} row(s) in {len(data['suites'])} suite table(s)")
+
+
 def _data(args: argparse.Namespace) -> None:
     from vtabkit import data_cli
 
@@ -244,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet.quiet_command_line()  # before anything can import TensorFlow
     args = _parser().parse_args(argv)
     args.argv = argv
-    handlers = {"run": _run, "list": _list, "report": _report, "data": _data, "cache": _cache}
+    handlers = {"run": _run, "list": _list, "report": _report, "data": _data, "cache": _cache,
+                "submit": _submit, "validate": _validate, "leaderboard": _leaderboard}
     try:
         if args.command in ("run", "data") or getattr(args, "tasks_dirs", None) or os.environ.get("VTABKIT_TASKS_DIR"):
             quiet.import_tensorflow_quietly()  # these load TensorFlow; its start-up lines are noise
