@@ -23,3 +23,11 @@ def test_non_editable_install_ships_definitions(tmp_path):
     shown = subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, capture_output=True,
                            text=True, check=True).stdout
     assert shown.startswith(str(target)) and "l2_grid" in shown
+    # The data that validate, the leaderboard and the reference tables read, from the install.
+    check = ("from vtabkit import leaderboard, official, reference; "
+             "print(leaderboard.TEMPLATE.is_file(), official.facts('lite_digits')['eval_sizes'], reference.names(), "
+             "reference.reference_dir())")
+    shown = subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, capture_output=True,
+                           text=True, check=True).stdout
+    expected_refs = sorted(p.stem for p in (REPO / "results" / "reference").glob("*.csv"))
+    assert shown.startswith(f"True {{'test': 797}} {expected_refs} {target}"), shown
