@@ -185,7 +185,14 @@ def test_file_rename_with_a_rewritten_manifest_is_caught(copy):
     manifest = json.loads((copy / bundle.MANIFEST).read_text())
     manifest["files"]["predictions/renamed.npz"] = manifest["files"].pop(relative)
     (copy / bundle.MANIFEST).write_text(json.dumps(manifest))
-    assert "does not exist" in _one_line_error(copy)
+    assert "is not one of the bundle's predictions files" in _one_line_error(copy)
+
+
+def test_a_record_pointing_outside_the_bundle_is_caught(copy, lite_run):
+    outside = "../" * 6 + str(lite_run / _digits_record(copy)["predictions"]["path"]).lstrip("/")
+    _edit_records(copy, lambda rs: [r["predictions"].update(path=outside) for r in rs if r["task"] == "lite_digits"])
+    _rehash(copy)
+    assert "is not one of the bundle's predictions files" in _one_line_error(copy)
 
 
 @pytest.mark.parametrize("name", [bundle.MODEL_FILE, results.RESULTS_FILE, bundle.MANIFEST])

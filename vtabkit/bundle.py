@@ -412,7 +412,12 @@ def _check_record(folder: Path, manifest: dict[str, Any], record: dict[str, Any]
     eval_set = next((e for e in task.eval_sets if e.name == record["eval_set"]), None)
     if eval_set is None:
         raise UserError(f"{where}: the installed task has no eval set {record['eval_set']!r}")
-    stored = predictions.load(folder / record["predictions"]["path"], record["predictions"]["sha256"])
+    relative = record["predictions"]["path"]
+    # Only files the manifest lists (so checked above), under predictions/: a record cannot point
+    # outside the bundle.
+    if relative not in manifest["files"] or not relative.startswith(results.PREDICTIONS_DIR + "/"):
+        raise UserError(f"{where}: its predictions file {relative!r} is not one of the bundle's predictions files")
+    stored = predictions.load(folder / relative, record["predictions"]["sha256"])
     size = facts.get("eval_sizes", {}).get(eval_set.name)
     claimed = declared["eval"].get(eval_set.name, {})
     if not (len(stored["ids"]) == record["num_examples"].get("eval") == claimed.get("num_examples") == size):
