@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sklearn.metrics import accuracy_score
 
-from vtabkit import bundle, cli, official, predictions, prepare, results, source, tasks
+from vtabkit import bundle, cli, official, predictions, prepare, results, source, tasks, validate
 from vtabkit.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def copy(lite_bundle, tmp_path):
 
 def _one_line_error(path, data_dir=None) -> str:
     with pytest.raises(UserError) as caught:
-        bundle.validate(path, data_dir)
+        validate.validate(path, data_dir)
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -86,7 +86,7 @@ def test_submit_then_validate_round_trip(lite_run, lite_bundle, tmp_path, data_d
         assert {"manifest.json", "model.yaml", "results.jsonl"} <= names
     else:
         path = lite_bundle
-    summary = bundle.validate(path)
+    summary = validate.validate(path)
     lite = tasks.get_suite("lite")
     assert (summary.suite, summary.protocol, summary.regime, summary.tasks) == ("lite", "linear", "1k", len(lite.tasks))
     assert cli.main(["validate", str(path)]) == 0
@@ -329,5 +329,5 @@ def test_every_shipped_submission_is_valid():
     found = sorted(p for p in SUBMISSIONS.iterdir() if (p / bundle.MANIFEST).is_file() or p.name.endswith(".tar.gz"))
     assert found, "results/submissions/ should hold at least the lite baseline bundle"
     for path in found:
-        summary = bundle.validate(path)
+        summary = validate.validate(path)
         assert summary.records > 0, path

@@ -1,4 +1,4 @@
-"""Submission bundles: `submit` writes one from a run, `validate` checks one; both one line on failure.
+"""Submission bundles: `submit` writes one from a run (`vtabkit.validate` checks one); one line on failure.
 
 A bundle is a directory, or the same files in a ``.tar.gz`` (no folder inside):
 
@@ -32,14 +32,14 @@ from typing import Any, Iterator
 
 import yaml
 
-from vtabkit import __version__, official, predictions, regimes, results, source, tasks
+from vtabkit import __version__, predictions, regimes, results, source, tasks
 from vtabkit.errors import UserError
 
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.yaml"
 MODEL_FIELDS = ("name", "fingerprint", "parameters", "pretraining_data", "license", "url", "description")
-_RECORD_FIELDS = ("schema_version", "model", "model_fingerprint", "task", "family", "task_hash", "regime",
+RECORD_FIELDS = ("schema_version", "model", "model_fingerprint", "task", "family", "task_hash", "regime",
                   "split_ids", "protocol", "setting", "seed", "config_hash", "eval_set", "metrics",
                   "primary_metric", "num_examples", "predictions")
 _MAX_ARCHIVE_BYTES = 4 << 30  # what a .tar.gz may unpack to: far above any real bundle
@@ -58,7 +58,7 @@ class Summary:
     tasks: int
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -105,7 +105,7 @@ def check_complete(records: list[dict[str, Any]], suite: tasks.Suite) -> None:
                                     f"run it (`vtabkit run ... --suite {suite.name}`) before submitting")
 
 
-def _named_regime(name: str) -> regimes.Regime:
+def named_regime(name: str) -> regimes.Regime:
     regime = regimes.parse(name)
     if regime.subset is not None:
         raise UserError(f"regime {name} draws a subset of the train split; submissions take the named "
@@ -113,7 +113,7 @@ def _named_regime(name: str) -> regimes.Regime:
     return regime
 
 
-def _check_regime(suite: tasks.Suite, regime: regimes.Regime) -> None:
+def check_regime(suite: tasks.Suite, regime: regimes.Regime) -> None:
     if suite.regime != regime.name:
         raise UserError(f"suite {suite.name!r} is scored in regime {suite.regime}, the records are regime "
                         f"{regime.name}; submit them for a suite of that regime")
@@ -162,9 +162,9 @@ def submit(run_dirs: Path | list[Path], out: Path, *, protocol: str | None = Non
     if len(fingerprints) > 1:
         raise UserError(f"the run mixes {len(fingerprints)} model fingerprints ({', '.join(sorted(fingerprints))}); "
                         "a bundle holds one model's weights: submit each run directory on its own")
-    regime = _named_regime(_only({r["regime"] for r in records}, "regimes", "a run of one regime"))
+    regime = named_regime(_only({r["regime"] for r in records}, "regimes", "a run of one regime"))
     the_suite = _suite_of({r["task"] for r in records}, regime.name, suite)
-    _check_regime(the_suite, regime)
+    check_regime(the_suite, regime)
     check_complete(records, the_suite)
 
     with tempfile.TemporaryDirectory(prefix=".vtabkit-bundle-", dir=out.parent if out.parent.exists() else None) as tmp:
@@ -176,7 +176,7 @@ def submit(run_dirs: Path | list[Path], out: Path, *, protocol: str | None = Non
                 raise UserError(f"two records share the predictions file {relative}; submit the run directories apart")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / relative, target)
-            if _sha256(target) != record["predictions"]["sha256"]:
+            if sha256(target) != record["predictions"]["sha256"]:
                 raise UserError(f"{run_dir / relative} does not match its record's sha256; it was changed after the "
                                 "run: re-run that task")
         with open(folder / results.RESULTS_FILE, "w") as file:
@@ -206,7 +206,7 @@ def _manifest(folder: Path, records: list[dict[str, Any]], suite: tasks.Suite, p
     return {"bundle_format": BUNDLE_FORMAT, "vtabkit_version": __version__,
             "schema_version": results.SCHEMA_VERSION, "suite": suite.name, "suite_tasks": list(suite.tasks),
             "protocol": protocol, "regime": regime.name, "model_fingerprint": records[0]["model_fingerprint"],
-            "tasks": per_task, "files": {path.relative_to(folder).as_posix(): _sha256(path) for path in files}}
+            "tasks": per_task, "files": {path.relative_to(folder).as_posix(): sha256(path) for path in files}}
 
 
 def _write(folder: Path, out: Path) -> None:
@@ -291,150 +291,6 @@ def read(folder: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, A
         raise UserError(f"bundle's {MODEL_FILE} is not valid YAML ({str(error).splitlines()[0]})") from None
     records = results.read_records(folder / results.RESULTS_FILE)
     return manifest, model, records
-
-
-# ------------------------------------------------------------------------------------- validate
-
-def validate(bundle: Path, data_dir: str | None = None) -> Summary:
-    """Check a bundle; the first failed check is a `UserError` naming it.
-
-    In order: the manifest and schema; every file against its sha256 (no file missing, none
-    extra); one model fingerprint; completeness against the installed suite; task hashes and
-    split-id hashes against the installed definitions and `vtabkit.official` (or, for hashes it
-    does not pin, against the data in ``data_dir``); eval-set sizes and example ids; every
-    metric recomputed from the predictions equal to the claimed one (within 1e-6).
-    """
-    with opened(bundle) as folder:
-        manifest, model, records = read(folder)
-        _check_schema(manifest, model, records)
-        _check_files(folder, manifest)
-        _check_model(manifest, model, records)
-        suite = tasks.get_suite(manifest["suite"])
-        if list(suite.tasks) != list(manifest["suite_tasks"]):
-            raise UserError(f"suite {suite.name!r} installed here has other tasks than the bundle declares; "
-                            "validate with the vtabkit version that wrote it, or re-submit")
-        if {r["protocol"] for r in records} != {manifest["protocol"]} or {r["regime"] for r in records} != {manifest["regime"]}:
-            raise UserError("records of another protocol or regime than the manifest declares; re-submit the run")
-        regime = _named_regime(manifest["regime"])
-        _check_regime(suite, regime)
-        check_complete(records, suite)
-        for record in records:
-            _check_record(folder, manifest, record, regime, data_dir)
-        _check_scores(folder)
-    return Summary(model=str(model["name"]), fingerprint=manifest["model_fingerprint"], suite=suite.name,
-                   protocol=manifest["protocol"], regime=regime.name, records=len(records), tasks=len(suite.tasks))
-
-
-def _check_schema(manifest: Any, model: Any, records: list[dict[str, Any]]) -> None:
-    keys = ("bundle_format", "vtabkit_version", "schema_version", "suite", "suite_tasks", "protocol", "regime",
-            "model_fingerprint", "tasks", "files")
-    if not isinstance(manifest, dict) or any(key not in manifest for key in keys):
-        raise UserError(f"{MANIFEST} lacks fields of bundle format {BUNDLE_FORMAT} ({', '.join(keys)}); re-submit")
-    if manifest["bundle_format"] != BUNDLE_FORMAT or manifest["schema_version"] != results.SCHEMA_VERSION:
-        raise UserError(f"bundle format {manifest['bundle_format']} / record schema {manifest['schema_version']}; "
-                        f"this vtabkit reads format {BUNDLE_FORMAT} / schema {results.SCHEMA_VERSION}")
-    if not isinstance(model, dict) or any(field not in model for field in MODEL_FIELDS):
-        raise UserError(f"{MODEL_FILE} must have the fields {', '.join(MODEL_FIELDS)}; re-submit")
-    if not records:
-        raise UserError(f"bundle's {results.RESULTS_FILE} holds no records")
-    seen = set()
-    for number, record in enumerate(records, start=1):
-        missing = [field for field in _RECORD_FIELDS if field not in record]
-        if missing:
-            raise UserError(f"{results.RESULTS_FILE} record {number} lacks {', '.join(missing)}; not a schema-"
-                            f"{results.SCHEMA_VERSION} record")
-        if record["schema_version"] != results.SCHEMA_VERSION:
-            raise UserError(f"{results.RESULTS_FILE} record {number} has schema {record['schema_version']}, "
-                            f"the manifest says {results.SCHEMA_VERSION}")
-        if results.cell_key(record) in seen:
-            raise UserError(f"{results.RESULTS_FILE} record {number} ({record['task']}) repeats another record's cell")
-        seen.add(results.cell_key(record))
-
-
-def _check_files(folder: Path, manifest: dict[str, Any]) -> None:
-    present = {path.relative_to(folder).as_posix() for path in folder.rglob("*")
-               if path.is_file() and path.name != MANIFEST}
-    declared = manifest["files"]
-    for name in sorted(set(declared) - present):
-        raise UserError(f"bundle is missing the file {name} that its manifest lists (renamed or deleted)")
-    for name in sorted(present - set(declared)):
-        raise UserError(f"bundle has the file {name}, which its manifest does not list (renamed or added)")
-    for name in sorted(declared):
-        if _sha256(folder / name) != declared[name]:
-            raise UserError(f"file {name} does not match its sha256 in the manifest; it was edited or damaged")
-
-
-def _check_model(manifest: dict[str, Any], model: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    fingerprints = {r["model_fingerprint"] for r in records}
-    if len(fingerprints) > 1:
-        raise UserError(f"bundle mixes {len(fingerprints)} model fingerprints ({', '.join(sorted(fingerprints))}); "
-                        "a bundle holds one model's weights")
-    if fingerprints != {manifest["model_fingerprint"]} or model["fingerprint"] != manifest["model_fingerprint"]:
-        raise UserError("the records, model.yaml and manifest name different model fingerprints; re-submit the run")
-
-
-def _expected(task: tasks.Task, kind: str, name: str, split: str, data_dir: str | None) -> str:
-    """The official split-id hash of split ``name`` (pinned, or computed from ``data_dir``)."""
-    facts = official.facts(task.id) or {}
-    pinned = facts.get(kind, {}).get(name)
-    if pinned:
-        return pinned
-    if data_dir is None:
-        raise UserError(f"task {task.id}: vtabkit pins no example-id hash for {name}; pass --data-dir with "
-                        f"{task.tfds_name} prepared to check it")
-    from vtabkit import prepare
-
-    return prepare.split_ids_hash(task, split, data_dir)
-
-
-def _check_record(folder: Path, manifest: dict[str, Any], record: dict[str, Any], regime: regimes.Regime,
-                  data_dir: str | None) -> None:
-    where = f"task {record['task']} ({record['eval_set']}, {record['setting']}, seed {record['seed']})"
-    task = tasks.get_task(record["task"])
-    declared = manifest["tasks"].get(task.id)
-    if declared is None:
-        raise UserError(f"{where}: the manifest has no entry for this task; re-submit the run")
-    if not (record["task_hash"] == declared["task_hash"] == task.hash):
-        raise UserError(f"{where}: task hash {record['task_hash']} differs from the installed official definition "
-                        f"({task.hash}); the task was run with another definition: re-run it with this vtabkit")
-    facts = official.facts(task.id)
-    if facts is None or facts.get("task_hash") != task.hash:
-        raise UserError(f"{where}: vtabkit has no official facts for this task definition; only shipped, "
-                        "unmodified tasks can be submitted")
-    split_ids = record["split_ids"]
-    for role, name in (("train", regime.train), ("val", regime.val)):
-        if name not in task.splits:
-            continue
-        expected = _expected(task, "split_ids", name, name, data_dir)
-        if split_ids.get(role) != expected or declared["split_ids"].get(name) != split_ids.get(role):
-            raise UserError(f"{where}: split-id hash of {name} is {split_ids.get(role)}, the official one is "
-                            f"{expected}; it learned from other examples (another dataset preparation or split)")
-    eval_set = next((e for e in task.eval_sets if e.name == record["eval_set"]), None)
-    if eval_set is None:
-        raise UserError(f"{where}: the installed task has no eval set {record['eval_set']!r}")
-    relative = record["predictions"]["path"]
-    # Only files the manifest lists (so checked above), under predictions/: a record cannot point
-    # outside the bundle.
-    if relative not in manifest["files"] or not relative.startswith(results.PREDICTIONS_DIR + "/"):
-        raise UserError(f"{where}: its predictions file {relative!r} is not one of the bundle's predictions files")
-    stored = predictions.load(folder / relative, record["predictions"]["sha256"])
-    size = facts.get("eval_sizes", {}).get(eval_set.name)
-    claimed = declared["eval"].get(eval_set.name, {})
-    if not (len(stored["ids"]) == record["num_examples"].get("eval") == claimed.get("num_examples") == size):
-        raise UserError(f"{where}: the eval set has {len(stored['ids'])} predictions (record says "
-                        f"{record['num_examples'].get('eval')}), the official size is {size}")
-    own = {split: name for name, split in task.splits.items()}
-    expected_ids = _expected(task, "eval_ids", eval_set.name, own.get(eval_set.view.split, eval_set.view.split), data_dir)
-    if not (source.ids_hash(stored["ids"]) == claimed.get("ids_hash") == expected_ids):
-        raise UserError(f"{where}: the predictions' example ids are not the official {eval_set.name} examples")
-
-
-def _check_scores(folder: Path) -> None:
-    from vtabkit.report import verify
-
-    _, problems = verify([folder])
-    if problems:
-        raise UserError(f"a claimed score differs from the one recomputed from its predictions: {problems[0]}")
 
 
 def bundle_text(summary: Summary) -> str:

@@ -270,9 +270,9 @@ def _submit(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from vtabkit import bundle
+    from vtabkit import bundle, validate
 
-    print(f"valid: {bundle.bundle_text(bundle.validate(args.bundle, args.data_dir))}")
+    print(f"valid: {bundle.bundle_text(validate.validate(args.bundle, args.data_dir))}")
 
 
 def _leaderboard(args: argparse.Namespace) -> None:

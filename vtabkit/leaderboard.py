@@ -1,6 +1,6 @@
 """`vtabkit leaderboard`: one static, offline ``index.html`` from validated submission bundles.
 
-Every bundle is validated first (`vtabkit.bundle.validate`); a page is never built from a
+Every bundle is validated first (`vtabkit.validate`); a page is never built from a
 bundle that fails. Each bundle becomes one row per protocol setting of its suite's table; the
 published reference numbers (`vtabkit.reference`) join the VTAB tables as rows marked
 ``published``. Per task the row shows the primary metric in percent with a 95 % interval over
@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from vtabkit import aggregate, bundle, predictions, reference, stats, tasks
+from vtabkit import aggregate, bundle, predictions, reference, stats, tasks, validate
 from vtabkit.errors import UserError
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "leaderboard.html"
@@ -219,7 +219,7 @@ def build(paths: Iterable[Path], out: Path, *, data_dir: str | None = None, with
     found = find_bundles(paths)
     rows: list[dict[str, Any]] = []
     for number, path in enumerate(found):
-        bundle.validate(path, data_dir)  # a UserError naming the first failed check
+        validate.validate(path, data_dir)  # a UserError naming the first failed check
         with bundle.opened(path) as folder:
             slug = f"{number:03d}-{_slug(path.name.removesuffix('.tar.gz'))}"
             link = f"bundles/{slug}/{bundle.MANIFEST}"
