@@ -20,6 +20,8 @@ RUN_EXAMPLE = """example:
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
 REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
                   "  vtabkit report runs/lite --verify\n")
+COMPARE_EXAMPLE = ("example:\n  vtabkit compare runs/b16 runs/s16\n"
+                   "  vtabkit compare runs/b16 runs/s16 --format latex --resamples 2000 --seed 1\n")
 CACHE_EXAMPLE = "example:\n  vtabkit cache ls\n  vtabkit cache clear --model pixels --older-than 7d\n"
 DATA_EXAMPLE = "example:\n  vtabkit data status --suite vtab1k --data-dir ~/tfds\n  vtabkit data prepare --suite vtab1k\n"
 TOP_EXAMPLE = """example:
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vtabkit", description="VTAB-style representation evaluation.",
                      epilog=TOP_EXAMPLE, formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"vtabkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data,cache}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,compare,data,cache}")
 
     run = sub.add_parser("run", help="evaluate a model on a suite", epilog=RUN_EXAMPLE, formatter_class=formatter)
     run.add_argument("--model", required=True, help="registered name, or path/to/file.py:factory")
@@ -105,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--verify", action="store_true",
                         help="recompute every record's metrics from its per-example predictions and "
                              "exit non-zero on any difference")
+
+    comparer = sub.add_parser("compare", help="paired differences of two runs, with confidence intervals",
+                              epilog=COMPARE_EXAMPLE, formatter_class=formatter)
+    comparer.add_argument("run_a", type=Path, metavar="RUN_A", help="run directory A (differences are A - B)")
+    comparer.add_argument("run_b", type=Path, metavar="RUN_B", help="run directory B")
+    comparer.add_argument("--format", default="md", choices=["md", "csv", "latex"])
+    comparer.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    comparer.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
     data_cmd = sub.add_parser("data", help="dataset status and preparation", epilog=DATA_EXAMPLE,
                               formatter_class=formatter)
@@ -228,6 +238,12 @@ def _report(args: argparse.Namespace) -> None:
     print(render(args.run_dirs, args.format))
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from vtabkit.compare import render
+
+    print(render(args.run_a, args.run_b, args.format, n_resamples=args.resamples, seed=args.seed))
+
+
 def _cache(args: argparse.Namespace) -> None:
     from vtabkit import cache_cli
 
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet.quiet_command_line()  # before anything can import TensorFlow
     args = _parser().parse_args(argv)
     args.argv = argv
-    handlers = {"run": _run, "list": _list, "report": _report, "data": _data, "cache": _cache}
+    handlers = {"run": _run, "list": _list, "report": _report, "compare": _compare, "data": _data, "cache": _cache}
     try:
         if args.command in ("run", "data") or getattr(args, "tasks_dirs", None) or os.environ.get("VTABKIT_TASKS_DIR"):
             quiet.import_tensorflow_quietly()  # these load TensorFlow; its start-up lines are noise
