@@ -12,10 +12,11 @@ from vtabkit import predictions, results
 def write_record(run_dir: Path, task: str, family: str, scores: np.ndarray, targets: np.ndarray, *,
                  ids: np.ndarray | None = None, model: str = "m", protocol: str = "linear",
                  setting: str = "default", seed: int = 0, metric: str = "top1", eval_set: str = "test",
-                 main: bool = True, protocol_config: dict | None = None, fingerprint: str = "aaaaaaaa") -> dict:
+                 main: bool = True, protocol_config: dict | None = None, fingerprint: str | None = None) -> dict:
     """Append one schema-2 record whose metrics are computed from ``scores``, with its predictions file."""
     from vtabkit import metrics
 
+    fingerprint = fingerprint or f"fp-{model}"
     ids = np.array([f"{task}-{i}" for i in range(len(targets))]) if ids is None else ids
     arrays = predictions.compact(ids, scores, targets, target_kind="single")
     name = f"{task}-{protocol}-{setting}-s{seed}-{eval_set}-{model}.npz"

@@ -1,4 +1,4 @@
-"""The ``vtabkit`` command line: run, list, report, data."""
+"""The ``vtabkit`` command line: run, list, report, compare, data, cache."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ RUN_EXAMPLE = """example:
 """
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
 REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
-                  "  vtabkit report runs/lite --verify\n")
+                  "  vtabkit report runs/lite --verify\n  vtabkit report runs/b16 runs/s16 --format latex --ci --plots figs\n"
+                  "  vtabkit report runs/b16 --reference vit_b16_in21k\n")
 COMPARE_EXAMPLE = ("example:\n  vtabkit compare runs/b16 runs/s16\n"
                    "  vtabkit compare runs/b16 runs/s16 --format latex --resamples 2000 --seed 1\n")
 CACHE_EXAMPLE = "example:\n  vtabkit cache ls\n  vtabkit cache clear --model pixels --older-than 7d\n"
@@ -103,7 +104,12 @@ def _parser() -> argparse.ArgumentParser:
                             formatter_class=formatter)
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
                         help="one or more run directories (e.g. the shards of one sweep)")
-    report.add_argument("--format", default="md", choices=["md", "csv", "latex"])
+    report.add_argument("--format", default="md", choices=["md", "csv", "latex", "long"],
+                        help="long: tidy csv, one row per record and metric")
+    report.add_argument("--ci", action="store_true", help="95%% interval per task cell (Wilson for accuracy, "
+                        "else bootstrap over test examples)")
+    report.add_argument("--reference", metavar="NAME", help="published numbers beside yours (see results/reference)")
+    report.add_argument("--plots", type=Path, metavar="DIR", help="also write figures (PNG and PDF) into DIR")
     report.add_argument("--verify", action="store_true",
                         help="recompute every record's metrics from its per-example predictions and "
                              "exit non-zero on any difference")
@@ -235,7 +241,7 @@ def _report(args: argparse.Namespace) -> None:
                             f"first: {problems[0]}")
         print(f"verified {checked} record(s): every metric recomputed from its predictions matches")
         return
-    print(render(args.run_dirs, args.format))
+    print(render(args.run_dirs, args.format, ci=args.ci, reference=args.reference, plots=args.plots))
 
 
 def _compare(args: argparse.Namespace) -> None:
