@@ -1,10 +1,15 @@
-"""`vtabkit report`: per-task scores, family means and the overall mean of a run directory.
+"""`vtabkit report`: per-task scores, family means and both suite means of run directories.
 
 Scores are each eval set's primary metric (top-1 unless the task says otherwise) in percent,
 averaged over seeds (with ± std when a cell has several seeds). A task's extra eval sets get
-rows of their own (``task / eval set``); family and overall means use each task's ``test``.
-The overall mean is the unweighted mean over tasks (as VTAB defines it), *not* the mean of
-the family means; family means are a labelled breakdown.
+rows of their own (``task / eval set``); family and suite means use each task's main eval set.
+Two suite means are given, each labelled: the plain mean over tasks (as VTAB defines its score)
+and the mean of the family means (the PEFT papers' headline); a mean that would need a missing
+task shows the completeness instead (`vtabkit.aggregate`).
+
+This module reads records (`load_records`, `load_frame`, `verify`, `protocol_notes`) and
+dispatches `render`; the table is `report_table`, its formats `report_render`, and the
+options live in `report_intervals` (--ci), `report_reference`, `report_plots`, `report_long`.
 """
 
 from __future__ import annotations
@@ -139,13 +144,6 @@ def score_table(frame: pd.DataFrame):
     suites = {name: list(suite.tasks) for name, suite in registry.suites.items()}
     families = {task_id: task.family for task_id, task in registry.tasks.items()}
     return report_table.build(frame, suites, families)
-
-
-def seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds, for cells with more than one seed (e.g. few-shot)."""
-    grouped = frame.groupby(["model", "task", "protocol", "setting_label"])["top1"]
-    table = grouped.agg(["mean", "std", "count"]).reset_index()
-    return table[table["count"] > 1]
 
 
 def render(run_dirs: Path | list[Path], output_format: str = "md", *, ci: bool = False,
