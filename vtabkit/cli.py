@@ -1,4 +1,4 @@
-"""The ``vtabkit`` command line: run, list, report, data, cache, submit, validate, leaderboard."""
+"""The ``vtabkit`` command line: run, list, report, compare, data, cache, submit, validate, leaderboard."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ RUN_EXAMPLE = """example:
 """
 LIST_EXAMPLE = "example:\n  vtabkit list tasks\n  vtabkit list models\n"
 REPORT_EXAMPLE = ("example:\n  vtabkit report runs/lite --format md\n  vtabkit report runs/shard0 runs/shard1 --format csv\n"
-                  "  vtabkit report runs/lite --verify\n")
+                  "  vtabkit report runs/lite --verify\n  vtabkit report runs/b16 runs/s16 --format latex --ci --plots figs\n"
+                  "  vtabkit report runs/b16 --reference vit_b16_in21k\n")
+COMPARE_EXAMPLE = ("example:\n  vtabkit compare runs/b16 runs/s16\n"
+                   "  vtabkit compare runs/b16 runs/s16 --format latex --resamples 2000 --seed 1\n")
 CACHE_EXAMPLE = "example:\n  vtabkit cache ls\n  vtabkit cache clear --model pixels --older-than 7d\n"
 SUBMIT_EXAMPLE = ("example:\n  vtabkit submit runs/b16 --out b16-vtab1k.tar.gz --name \"ViT-B/16 AugReg\" --license apache-2.0\n"
                   "  vtabkit submit runs/lite --out bundles/pixels-lite --suite lite\n")
@@ -60,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vtabkit", description="VTAB-style representation evaluation.",
                      epilog=TOP_EXAMPLE, formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"vtabkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,list,report,data,cache,submit,validate,leaderboard}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{run,list,report,compare,data,cache,submit,validate,leaderboard}")
 
     run = sub.add_parser("run", help="evaluate a model on a suite", epilog=RUN_EXAMPLE, formatter_class=formatter)
     run.add_argument("--model", required=True, help="registered name, or path/to/file.py:factory")
@@ -105,10 +109,23 @@ def _parser() -> argparse.ArgumentParser:
                             formatter_class=formatter)
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
                         help="one or more run directories (e.g. the shards of one sweep)")
-    report.add_argument("--format", default="md", choices=["md", "csv", "latex"])
+    report.add_argument("--format", default="md", choices=["md", "csv", "latex", "long"],
+                        help="long: tidy csv, one row per record and metric")
+    report.add_argument("--ci", action="store_true", help="95%% interval per task cell (Wilson for accuracy, "
+                        "else bootstrap over test examples)")
+    report.add_argument("--reference", metavar="NAME", help="published numbers beside yours (see results/reference)")
+    report.add_argument("--plots", type=Path, metavar="DIR", help="also write figures (PNG and PDF) into DIR")
     report.add_argument("--verify", action="store_true",
                         help="recompute every record's metrics from its per-example predictions and "
                              "exit non-zero on any difference")
+
+    comparer = sub.add_parser("compare", help="paired differences of two runs, with confidence intervals",
+                              epilog=COMPARE_EXAMPLE, formatter_class=formatter)
+    comparer.add_argument("run_a", type=Path, metavar="RUN_A", help="run directory A (differences are A - B)")
+    comparer.add_argument("run_b", type=Path, metavar="RUN_B", help="run directory B")
+    comparer.add_argument("--format", default="md", choices=["md", "csv", "latex"])
+    comparer.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    comparer.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
     data_cmd = sub.add_parser("data", help="dataset status and preparation", epilog=DATA_EXAMPLE,
                               formatter_class=formatter)
@@ -251,7 +268,13 @@ def _report(args: argparse.Namespace) -> None:
                             f"first: {problems[0]}")
         print(f"verified {checked} record(s): every metric recomputed from its predictions matches")
         return
-    print(render(args.run_dirs, args.format))
+    print(render(args.run_dirs, args.format, ci=args.ci, reference=args.reference, plots=args.plots))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from vtabkit.compare import render
+
+    print(render(args.run_a, args.run_b, args.format, n_resamples=args.resamples, seed=args.seed))
 
 
 def _cache(args: argparse.Namespace) -> None:
@@ -292,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet.quiet_command_line()  # before anything can import TensorFlow
     args = _parser().parse_args(argv)
     args.argv = argv
-    handlers = {"run": _run, "list": _list, "report": _report, "data": _data, "cache": _cache,
+    handlers = {"run": _run, "list": _list, "report": _report, "compare": _compare, "data": _data, "cache": _cache,
                 "submit": _submit, "validate": _validate, "leaderboard": _leaderboard}
     try:
         if args.command in ("run", "data") or getattr(args, "tasks_dirs", None) or os.environ.get("VTABKIT_TASKS_DIR"):

@@ -1,10 +1,15 @@
-"""`vtabkit report`: per-task scores, family means and the overall mean of a run directory.
+"""`vtabkit report`: per-task scores, family means and both suite means of run directories.
 
 Scores are each eval set's primary metric (top-1 unless the task says otherwise) in percent,
 averaged over seeds (with ± std when a cell has several seeds). A task's extra eval sets get
-rows of their own (``task / eval set``); family and overall means use each task's ``test``.
-The overall mean is the unweighted mean over tasks (as VTAB defines it), *not* the mean of
-the family means; family means are a labelled breakdown.
+rows of their own (``task / eval set``); family and suite means use each task's main eval set.
+Two suite means are given, each labelled: the plain mean over tasks (as VTAB defines its score)
+and the mean of the family means (the PEFT papers' headline); a mean that would need a missing
+task shows the completeness instead (`vtabkit.aggregate`).
+
+This module reads records (`load_records`, `load_frame`, `verify`, `protocol_notes`) and
+dispatches `render`; the table is `report_table`, its formats `report_render`, and the
+options live in `report_intervals` (--ci), `report_reference`, `report_plots`, `report_long`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ import pandas as pd
 
 import numpy as np
 
-from vtabkit import results
+from vtabkit import report_table, results
 from vtabkit.errors import UserError
 
-FORMATS = ("md", "csv", "latex")
+FORMATS = ("md", "csv", "latex", "long")
 
 
 def load_records(run_dirs: Path | list[Path]) -> list[tuple[Path, dict]]:
@@ -42,16 +47,16 @@ def load_records(run_dirs: Path | list[Path]) -> list[tuple[Path, dict]]:
 def load_frame(run_dirs: Path | list[Path]) -> pd.DataFrame:
     """One row per record of one or more run directories."""
     rows = []
-    for _, r in load_records(run_dirs):
+    for run_dir, r in load_records(run_dirs):
         value = r["metrics"].get(r["primary_metric"])
         main = r.get("eval", {}).get("main", True)  # the task's first eval set counts in the means
         task = r["task"] if main else f"{r['task']} / {r['eval_set']}"
-        rows.append({"model": r["model"], "task": task, "family": r["family"], "protocol": r["protocol"],
-                     "setting": r["setting"], "seed": r["seed"], "eval_set": r["eval_set"],
-                     "metric": r["primary_metric"], "main": main, "fingerprint": r.get("model_fingerprint", ""),
-                     "regime": r.get("regime", ""), "config": r.get("config_hash", ""),
-                     "task_hash": r.get("task_hash", ""),
-                     "top1": None if value is None else 100.0 * value})
+        rows.append({"model": r["model"], "task": task, "base_task": r["task"], "family": r["family"],
+                     "protocol": r["protocol"], "setting": r["setting"], "seed": r["seed"],
+                     "eval_set": r["eval_set"], "metric": r["primary_metric"], "main": main,
+                     "fingerprint": r.get("model_fingerprint", ""), "regime": r.get("regime", ""),
+                     "config": r.get("config_hash", ""), "task_hash": r.get("task_hash", ""),
+                     "overrides": report_table.overridden_settings(r), "top1": None if value is None else 100.0 * value})
     return _disambiguate(pd.DataFrame(rows))
 
 
@@ -114,67 +119,61 @@ def verify(run_dirs: Path | list[Path]) -> tuple[int, list[str]]:
 def _disambiguate(frame: pd.DataFrame) -> pd.DataFrame:
     """Keep apart what must not be averaged: other weights, regimes, settings or task definitions.
 
-    A column is ``model / protocol / setting``; when one such column holds records of several
-    model fingerprints, regimes or settings files, each gets a tag (``[fp 1a2b3c]``, ``[full]``,
-    ``[cfg 9f8e7d]``). A task whose definition changed between records is tagged likewise.
+    A column is ``model / protocol / setting`` with the overridden settings as ``key=value``;
+    when one such column still holds records of several model fingerprints, regimes or settings
+    files, each gets a tag (``[fp 1a2b3c]``, ``[full]``, ``[cfg 9f8e7d]``). A task whose
+    definition changed between records is tagged likewise.
     """
-    column_keys = ["model", "protocol", "setting"]
+    frame["setting_label"] = frame["setting"] + frame["overrides"].map(lambda text: f" ({text})" if text else "")
+    column_keys = ["model", "protocol", "setting_label"]
     for field, tag in (("fingerprint", "fp {}"), ("regime", "{}"), ("config", "cfg {}")):
         ambiguous = frame.groupby(column_keys)[field].transform("nunique") > 1
         labels = frame[field].astype(str).str[:6].map(lambda value: " [" + tag.format(value) + "]")
-        frame.loc[ambiguous, "setting"] = frame["setting"] + labels
+        frame.loc[ambiguous, "setting_label"] = frame["setting_label"] + labels
     changed = frame.groupby(column_keys + ["task"])["task_hash"].transform("nunique") > 1
     frame.loc[changed, "task"] = frame["task"] + " [task " + frame["task_hash"].str[:6] + "]"
+    frame["column"] = frame["model"] + " / " + frame["protocol"] + " / " + frame["setting_label"]
     return frame
 
 
-def score_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows: tasks (grouped by family), then family means and the overall mean.
+def score_table(frame: pd.DataFrame):
+    """The `vtabkit.report_table.ScoreTable` of ``frame``, in the order of the registered suites."""
+    from vtabkit import tasks
 
-    Columns: one per ``model / protocol / setting``; cells hold the mean over seeds.
-    """
-    frame = frame.assign(column=frame["model"] + " / " + frame["protocol"] + " / " + frame["setting"])
-    per_task = frame.groupby(["family", "task", "column"])["top1"].mean().unstack("column")
-    per_task = per_task.sort_index()
-    main_tasks = set(frame.loc[frame["main"], "task"])
-    averaged = per_task[per_task.index.get_level_values("task").isin(main_tasks)]
-    rows = [per_task]
-    for family, block in averaged.groupby(level="family"):
-        rows.append(_mean_row(block, ("mean", f"{family} ({len(block)} tasks)")))
-    rows.append(_mean_row(averaged, ("mean", f"all ({len(averaged)} tasks)")))
-    return pd.concat(rows)
+    registry = tasks.registry()
+    suites = {name: list(suite.tasks) for name, suite in registry.suites.items()}
+    families = {task_id: task.family for task_id, task in registry.tasks.items()}
+    return report_table.build(frame, suites, families)
 
 
-def _mean_row(block: pd.DataFrame, label: tuple[str, str]) -> pd.DataFrame:
-    # A column missing some tasks has no honest mean: leave it empty rather than average fewer.
-    means = block.mean().where(block.notna().all())
-    return pd.DataFrame([means], index=pd.MultiIndex.from_tuples([label], names=block.index.names))
+def render(run_dirs: Path | list[Path], output_format: str = "md", *, ci: bool = False,
+           reference: str | None = None, plots: Path | None = None) -> str:
+    """The report of one or more run directories in ``output_format`` (see FORMATS)."""
+    from vtabkit import report_render
 
-
-def seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds, for cells with more than one seed (e.g. few-shot)."""
-    grouped = frame.groupby(["model", "task", "protocol", "setting"])["top1"]
-    table = grouped.agg(["mean", "std", "count"]).reset_index()
-    return table[table["count"] > 1]
-
-
-def render(run_dirs: Path | list[Path], output_format: str = "md") -> str:
     if output_format not in FORMATS:
         raise UserError(f"unknown report format {output_format!r}; use one of {', '.join(FORMATS)}")
+    if output_format == "long":
+        from vtabkit import report_long
+
+        return report_long.long_frame(load_records(run_dirs)).to_csv(index=False)
     frame = load_frame(run_dirs)
-    table = score_table(frame).round(2)
-    spread = seed_spread(frame).round(2)
+    table = score_table(frame)
+    if ci:
+        from vtabkit import report_intervals
+
+        report_intervals.add_intervals(table, frame, load_records(run_dirs))
+    published = None
+    if reference:
+        from vtabkit import report_reference
+
+        published = report_reference.columns(reference, table)
+    if plots is not None:
+        from vtabkit import report_plots
+
+        report_plots.write_plots(table, Path(plots))
     if output_format == "csv":
-        return table.to_csv()
+        return report_render.csv(table, published)
     if output_format == "latex":
-        return table.to_latex(na_rep="--", float_format="%.1f")
-    metric_names = ", ".join(dict.fromkeys(frame["metric"]))
-    text = [f"Primary metric ({metric_names}) in %, mean over seeds. 'mean / all' is the unweighted mean over tasks; "
-            "family rows are means over that family's tasks. Empty: not every task has a result.", "",
-            table.to_markdown(floatfmt=".1f")]
-    if len(spread):
-        text += ["", "Seed spread (cells with several seeds):", "", spread.to_markdown(index=False, floatfmt=".2f")]
-    notes = protocol_notes(run_dirs)
-    if notes:
-        text += ["", "Where a protocol did something other than asked:", ""] + [f"- {note}" for note in notes]
-    return "\n".join(text)
+        return report_render.latex(table, published)
+    return report_render.markdown(table, published, protocol_notes(run_dirs))
