@@ -38,7 +38,7 @@ def prepared(tmp_path_factory):
 
 
 def test_builders_are_registered_under_their_names():
-    assert vtabkit.builders.OWN_DATASETS == ("vtabkit_digits", "vtabkit_dsprites", "vtabkit_count")
+    assert vtabkit.builders.OWN_DATASETS == ("vtabkit_digits", "vtabkit_dsprites", "vtabkit_count", "vtabkit_scenes")
     for name in vtabkit.builders.OWN_DATASETS:
         builder_cls = tfds.builder_cls(name)
         assert issubclass(builder_cls, tfds.core.GeneratorBasedBuilder)

@@ -26,6 +26,13 @@ it:
 
 Ties between λ values go to the largest λ (the most regularised model).
 
+Multi-hot targets: drawing k examples "per class" has no meaning when an example has several
+classes, so the few-shot set is instead the first ``shots x num_classes`` examples of train in
+TFDS record order (the same size as a k-shot set, and the ``first:N`` regime's rule); targets
+are the multi-hot rows mapped to {-1, +1}, scores are the ridge outputs (mAP ranks them), and
+``val`` selection judges λ by val mAP (``loo`` is single-label only). The details record
+``sampling: first_n`` and that the seed did not change the set.
+
 Linear algebra runs under jax.numpy on the default device in the default float type (float32
 unless jax_enable_x64), with full-precision matrix products so results do not depend on TF32 /
 bf16 matmul defaults of the accelerator. Solves are padded to shape buckets (``common.bucket``:
@@ -44,15 +51,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vtabkit import regimes
+from vtabkit import metrics, regimes
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, bucket, check_setting, check_splits, headline
+from vtabkit.protocols.common import Number, bucket, check_setting, check_splits, headline, target_kind
 
 DESCRIPTION = ("few-shot linear: closed-form ridge regression on 1/5/10/25 examples per class, "
                "3 seeds (ViT/BiT/big_vision)")
 INPUT = "features"
-TARGETS = ("single",)  # per-class sampling has no meaning for multi-hot targets (yet)
+TARGETS = ("single", "multi")  # multi: first-N sampling instead of per class (module doc)
 
 BIAS = 100.0  # value of the appended bias column
 STD_EPS = 1e-5  # added to the per-dimension std before dividing
@@ -168,7 +175,9 @@ def _fit(x: jax.Array, y: jax.Array, row_mask: jax.Array, class_mask: jax.Array,
     scale = jnp.sqrt((row_mask[:, None] * (x - mean) ** 2).sum(0) / count) + STD_EPS
     design = _design(x, mean, scale) * row_mask[:, None]
     z = design[:, :-1]
-    targets = (2.0 * jax.nn.one_hot(y, num_classes, dtype=x.dtype) - 1.0) * row_mask[:, None] * class_mask
+    # ``y`` is int labels, or (N, C) multi-hot rows (its rank is static under jit).
+    hot = y.astype(x.dtype) if y.ndim == 2 else jax.nn.one_hot(y, num_classes, dtype=x.dtype)
+    targets = (2.0 * hot - 1.0) * row_mask[:, None] * class_mask
     # The standardised features are mean-zero over the few-shot set, so the bias column is
     # orthogonal to them: XᵀX = diag(ZᵀZ, n·100²) and the row mask (the all-ones vector of the
     # real rows) is an eigenvector of XXᵀ with eigenvalue n·100². Only the feature block is
@@ -277,7 +286,8 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, num_classes: int, buckets: bool | No
     # _is_dual (shapes only) needs a dual problem to stay dual-shaped: the ladders make N <= D.
     assert n > d or rows <= width, (n, d, rows, width)
     x_pad = _padded(np.asarray(x, dtype), (rows, width))
-    y_pad = _padded(np.asarray(y, np.int32), (rows,))
+    y = np.asarray(y, np.int32)
+    y_pad = _padded(y, (rows, classes) if y.ndim == 2 else (rows,))
     return _fit(jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(np.arange(rows) < n, dtype),
                 jnp.asarray(np.arange(classes) < c), classes, n <= d)
 
@@ -384,11 +394,17 @@ def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
     selection = cell["l2_selection"]
     if selection == "fixed":
         return float(cell["l2"]), {}
+    multi = np.ndim(few_shot_y) == 2
     if selection == "val":
         if val is None:
             raise UserError("fewshot l2_selection 'val' needs a val split and this task has none; "
                             "use l2_selection 'loo' or 'fixed'")
+        if multi:
+            return _choose_l2_by_map(ridge, val)
         scores = ridge_top1(ridge, val, L2_GRID)
+    elif multi:
+        raise UserError("fewshot l2_selection 'loo' counts correct argmaxes, which needs single-label "
+                        "targets; use l2_selection 'val' or 'fixed' for multi-hot labels")
     else:
         labels = _padded(np.asarray(few_shot_y, np.int32), ridge.row_mask.shape, -1)
         correct = _loo_correct_grid(ridge, jnp.asarray(labels), jnp.asarray(L2_GRID, _float_dtype()))
@@ -396,6 +412,14 @@ def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
     # Largest λ among the best: the most regularised of equally good models.
     best = len(scores) - 1 - int(np.argmax(scores[::-1]))
     return L2_GRID[best], {"l2_grid": list(L2_GRID), "l2_holdout_top1": scores.tolist()}
+
+
+def _choose_l2_by_map(ridge: Ridge, val: Split) -> tuple[float, dict[str, Any]]:
+    """λ with the best val mAP (ties to the largest λ), for multi-hot targets."""
+    average_precision = metrics.get_metric("map").function
+    scores = np.array([average_precision(predict(FewShotHead(ridge, l2), val[0]), val[1]) for l2 in L2_GRID])
+    best = len(scores) - 1 - int(np.argmax(scores[::-1]))
+    return L2_GRID[best], {"l2_grid": list(L2_GRID), "l2_holdout_map": scores.tolist()}
 
 
 @dataclasses.dataclass
@@ -421,6 +445,8 @@ def fit(train: Split, val: Split | None, *, num_classes: int, target: str, confi
     examples gives what it has): ``shots_per_class_min`` / ``_max``.
     """
     shots, seed = int(config["shots"]), int(config["seed"])
+    if target == "multi":
+        return _fit_multi(train, val, num_classes, shots, seed, config)
     index = sample_few_shot(train[1], shots, seed)
     few_x, few_y = train[0][index], train[1][index]
     ridge = fit_ridge(few_x, few_y, num_classes)
@@ -434,21 +460,40 @@ def fit(train: Split, val: Split | None, *, num_classes: int, target: str, confi
     return FewShotHead(ridge, l2), details
 
 
+def _fit_multi(train: Split, val: Split | None, num_classes: int, shots: int, seed: int,
+               config: dict[str, Any]) -> tuple[FewShotHead, dict[str, Any]]:
+    """Multi-hot targets: the first ``shots x num_classes`` train rows (TFDS order) as the set."""
+    size = min(shots * num_classes, len(train[1]))
+    few_x, few_y = train[0][:size], train[1][:size]
+    ridge = fit_ridge(few_x, few_y, num_classes)
+    l2, selection_record = _choose_l2(ridge, few_y, val, config)
+    positives = few_y.sum(0)
+    details = {"setting": f"{shots}shot", "shots": shots, "seed": seed, "l2": l2,
+               "l2_selection": config["l2_selection"], "num_train": int(size),
+               "sampling": "first_n", "first_n": int(size), "seed_changes_set": False,
+               "sampling_note": (f"multi-hot targets: the first {size} train examples "
+                                 f"({shots} x {num_classes} classes) instead of {shots} per class"),
+               "positives_per_class_min": int(positives.min()),
+               "positives_per_class_max": int(positives.max()), **selection_record}
+    return FewShotHead(ridge, l2), details
+
+
 def _evaluate_cell(train: Split, val: Split | None, test: Split, num_classes: int,
                    cell: dict[str, Any]) -> dict[str, Any]:
-    head, details = fit(train, val, num_classes=num_classes, target="single", config=cell)
+    head, details = fit(train, val, num_classes=num_classes, target=target_kind(train[1]), config=cell)
     return {**headline(predict(head, test[0]), test[1]), **details, "num_test": int(len(test[1]))}
 
 
 def _summarise(results: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
     per_setting: dict[str, dict[str, Any]] = {}
+    name = "top1" if "top1" in results[0] else "map"  # map for multi-hot targets
     for shots in dict.fromkeys(r["shots"] for r in results):  # first-seen order
-        top1s = [r["top1"] for r in results if r["shots"] == shots]
-        per_setting[f"{shots}shot"] = {"shots": shots, "top1_mean": float(np.mean(top1s)),
-                                       "top1_std": float(np.std(top1s)), "num_seeds": len(top1s)}
+        values = [r[name] for r in results if r["shots"] == shots]
+        per_setting[f"{shots}shot"] = {"shots": shots, f"{name}_mean": float(np.mean(values)),
+                                       f"{name}_std": float(np.std(values)), "num_seeds": len(values)}
     headline = max(r["shots"] for r in results)
     head = [r for r in results if r["shots"] == headline]
-    return {"top1": per_setting[f"{headline}shot"]["top1_mean"], "setting": f"{headline}shot",
+    return {name: per_setting[f"{headline}shot"][f"{name}_mean"], "setting": f"{headline}shot",
             "shots": headline, "seeds": [r["seed"] for r in head],
             "l2": float(config["l2"]) if config["l2_selection"] == "fixed" else None,
             "l2_selection": config["l2_selection"], "num_train": head[0]["num_train"],
@@ -478,8 +523,5 @@ def evaluate_features(train: Split, val: Split | None, test: Split, num_classes:
     config = merge_config(_NAME, config)  # validates the settings before any work
     cell_list = cells(config)
     train, val, test, num_classes = check_splits(train, val, test, num_classes)
-    if np.ndim(train[1]) != 1:
-        raise UserError("fewshot draws examples per class, which needs single-label targets; use the "
-                        "linear or knn protocol for multi-hot labels")
     results = [_evaluate_cell(train, val, test, num_classes, cell) for cell in cell_list]
     return results[0] if _is_single_cell(config) else _summarise(results, config)

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vtabkit import data, distributed, image_store, source
+from vtabkit import data, distributed, image_store, metrics, source
 from vtabkit.errors import UserError
 from vtabkit.image_store import ImageStore
 from vtabkit.models.model import Model, normalise, require_flax
@@ -42,7 +42,9 @@ from vtabkit.tasks import View
 
 DESCRIPTION = "fine-tune the whole backbone with a linear head; sweep on train/val, retrain on train+val"
 INPUT = "images"
-TARGETS = ("single",)  # a sigmoid head for multi-hot targets is not built yet
+# Multi-hot targets train a sigmoid head (binary cross-entropy summed over classes, as the
+# linear probe) and the sweep is judged by val mAP instead of top-1.
+TARGETS = ("single", "multi")
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -132,8 +134,8 @@ class Trainer:
     """Compiled train and predict steps of one (model, task): training is sharded over the
     devices of every process, prediction over this process's devices."""
 
-    def __init__(self, model: Model, num_classes: int, config: dict[str, Any]):
-        self.model, self.config = model, config
+    def __init__(self, model: Model, num_classes: int, config: dict[str, Any], multi: bool = False):
+        self.model, self.config, self.multi = model, config, multi
         self.network = WithHead(model.module, num_classes)
         devices = jax.devices()  # every process's: the global batch is split over all of them
         self.mesh = Mesh(np.array(devices), ("data",))
@@ -168,6 +170,8 @@ class Trainer:
     def _loss(self, params, images, labels, rng):
         logits = self.network.apply({"params": params}, normalise(self.model, images, jnp), train=True,
                                     rngs={"dropout": rng})
+        if self.multi:  # labels: (batch, classes) multi-hot
+            return optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)).sum(-1).mean()
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     def _build_step(self):
@@ -202,7 +206,9 @@ class Trainer:
             chosen = index[block[:2]]
             return images[chosen.ravel()].astype(np.float32).reshape(*chosen.shape, *images.shape[1:])
         batch_images = jax.make_array_from_callback((*index.shape, *images.shape[1:]), self.micro_sharding, rows)
-        batch_labels = jax.make_array_from_callback(index.shape, self.micro_sharding, lambda block: labels[index[block]])
+        # Multi-hot labels carry a class axis after the (accumulation, micro) axes.
+        batch_labels = jax.make_array_from_callback((*index.shape, *labels.shape[1:]), self.micro_sharding,
+                                                    lambda block: labels[index[block[:2]]])
         return batch_images, batch_labels
 
     def logits(self, params, view: View, data_dir: str | None) -> np.ndarray:
@@ -275,12 +281,13 @@ def _out_of_memory(error: Exception) -> bool:
 
 def fitting_trainer(model: Model, num_classes: int, config: dict[str, Any], images: np.ndarray,
                     labels: np.ndarray) -> Trainer:
+    """(Multi-hot ``labels``, 2-D, give a sigmoid-head trainer.)"""
     """A `Trainer` whose micro-batch fits the device: on out-of-memory, halve micro_batch_size
     (more gradient accumulation, the same batch and the same maths) and try again."""
     micro = int(config["micro_batch_size"])
     devices = jax.device_count()
     while True:
-        trainer = Trainer(model, num_classes, dict(config, micro_batch_size=micro))
+        trainer = Trainer(model, num_classes, dict(config, micro_batch_size=micro), multi=np.ndim(labels) == 2)
         params = trainer.init_params()
         opt_state = trainer.init_optimizer(params)
         try:  # one real step compiles and runs the largest allocation there is
@@ -312,22 +319,26 @@ def predict(head: FineTunedHead, inputs: Images) -> np.ndarray:
     return logits if inputs.rows is None else logits[inputs.rows]
 
 
-def _val_top1(trainer: Trainer, params: Any, val: Images) -> float:
-    predicted = np.argmax(predict(FineTunedHead(trainer, params), val), axis=1)
-    return float(np.mean(predicted == val.targets))
+def _val_score(trainer: Trainer, params: Any, val: Images) -> float:
+    """Val top-1, or val mAP for a sigmoid (multi-hot) head."""
+    scores = predict(FineTunedHead(trainer, params), val)
+    if trainer.multi:
+        return float(metrics.get_metric("map").function(scores, val.targets))
+    return float(np.mean(np.argmax(scores, axis=1) == val.targets))
 
 
 _MEMBER_FIELDS = ("val_top1", "first_loss", "last_loss")
 
 
-def _shared_members(finished: dict[str, dict], keys: list[str]) -> dict[str, dict]:
+def _shared_members(finished: dict[str, dict], keys: list[str], score: str = "val_top1") -> dict[str, dict]:
     """Process 0's finished sweep members, on every process (scores as float32)."""
-    table = np.full((len(keys), 1 + len(_MEMBER_FIELDS)), np.nan, np.float64)
+    fields = (score, *_MEMBER_FIELDS[1:])
+    table = np.full((len(keys), 1 + len(fields)), np.nan, np.float64)
     for row, key in enumerate(keys):
         if key in finished:
-            table[row] = [1.0, *[np.nan if finished[key][f] is None else finished[key][f] for f in _MEMBER_FIELDS]]
+            table[row] = [1.0, *[np.nan if finished[key][f] is None else finished[key][f] for f in fields]]
     table = distributed.broadcast(table)
-    return {key: {f: (None if np.isnan(value) else float(value)) for f, value in zip(_MEMBER_FIELDS, row[1:])}
+    return {key: {f: (None if np.isnan(value) else float(value)) for f, value in zip(fields, row[1:])}
             for key, row in zip(keys, table) if row[0] == 1.0}
 
 
@@ -349,11 +360,12 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
     image_dir = work_dir / "images" if work_dir else None
     images, labels = load_images(train.view, model, train.data_dir, train.rows, image_dir)
     trainer = fitting_trainer(model, num_classes, config, images, labels)
+    score = "val_map" if trainer.multi else "val_top1"
     finished_path = work_dir / "sweep.json" if work_dir else None
     finished = json.loads(finished_path.read_text()) if finished_path and finished_path.exists() else {}
     multi = distributed.process_count() > 1
     if multi:  # process 0's work dir decides which members are done
-        shared = _shared_members(finished, [f"lr={lr:g},steps={steps}" for lr, steps in members])
+        shared = _shared_members(finished, [f"lr={lr:g},steps={steps}" for lr, steps in members], score)
         finished = finished if distributed.is_main() else shared
     checkpoints = work_dir if work_dir and not multi else None
 
@@ -363,14 +375,14 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
             continue
         params, losses = train_steps(trainer, images, labels, lr, steps, checkpoints and checkpoints / key,
                                      progress=f"finetune {key}" if context.progress else None)
-        finished[key] = {"val_top1": _val_top1(trainer, params, val),
+        finished[key] = {score: _val_score(trainer, params, val),
                          "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
         if finished_path:
             finished_path.parent.mkdir(parents=True, exist_ok=True)
             finished_path.write_text(json.dumps(finished))
     # Best val score; ties go to the earlier member of the sweep (a fixed, data-independent order).
     keys = [f"lr={lr:g},steps={steps}" for lr, steps in members]
-    best = max(range(len(members)), key=lambda i: (finished[keys[i]]["val_top1"], -i))
+    best = max(range(len(members)), key=lambda i: (finished[keys[i]][score], -i))
     if multi:  # the others' copies of resumed scores went through float32: process 0's choice holds
         best = int(distributed.broadcast(np.array(best, np.int32)))
     best_lr, best_steps = members[best]
@@ -379,7 +391,7 @@ def fit(train: Images, val: Images | None, *, num_classes: int, target: str, con
     images, labels = image_store.concatenate([images, val_images]), np.concatenate([labels, val_labels])
     params, losses = train_steps(trainer, images, labels, best_lr, best_steps, checkpoints and checkpoints / "final",
                                  progress=f"finetune final lr={best_lr:g},steps={best_steps}" if context.progress else None)
-    details = {"lr": best_lr, "steps": best_steps, "sweep": finished,
+    details = {"lr": best_lr, "steps": best_steps, "sweep": finished, "selected_by": score,
                "final_losses": [losses[0], losses[-1]] if losses else None,
                "batch_size": trainer.batch, "micro_batch_size": trainer.batch // trainer.accumulation,
                "accumulation": trainer.accumulation, "devices": jax.device_count(),
