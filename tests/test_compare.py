@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest
@@ -152,3 +155,14 @@ def test_cli_compare_formats_and_one_line_errors(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex; apt-get install texlive-latex-recommended")
+def test_compare_latex_compiles(tmp_path):
+    _pair(tmp_path)
+    body = compare.render(tmp_path / "a", tmp_path / "b", "latex", n_resamples=50)
+    (tmp_path / "c.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[paperwidth=50cm]"
+                                    "{geometry}\n\\begin{document}\n" + body + "\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "c.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]

@@ -168,12 +168,14 @@ def render(run_dirs: Path | list[Path], output_format: str = "md", *, ci: bool =
         from vtabkit import report_reference
 
         published = report_reference.columns(reference, table)
+    figures = []
     if plots is not None:
         from vtabkit import report_plots
 
-        report_plots.write_plots(table, Path(plots))
+        figures = report_plots.write_plots(table, Path(plots))
     if output_format == "csv":
         return report_render.csv(table, published)
     if output_format == "latex":
         return report_render.latex(table, published)
-    return report_render.markdown(table, published, protocol_notes(run_dirs))
+    text = report_render.markdown(table, published, protocol_notes(run_dirs))
+    return text + ("\n\nFigures: " + ", ".join(map(str, figures)) if figures else "")
