@@ -138,7 +138,7 @@ def test_list_commands(capsys):
 
 
 def test_help_shows_examples(capsys):
-    for command in ("run", "list", "report", "data"):
+    for command in ("run", "list", "report", "compare", "data"):
         with pytest.raises(SystemExit) as done:
             cli.main([command, "--help"])
         assert done.value.code == 0 and "example:" in capsys.readouterr().out
