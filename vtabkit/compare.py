@@ -234,7 +234,10 @@ def render(run_a: Path, run_b: Path, output_format: str = "md", *, n_resamples: 
               "better"]
     lines = [[row.task, row.eval_set, f"{row.protocol} / {row.setting}" + (f" [{row.regime}]" if row.regime else ""),
               row.metric, _score_text(row.a, row.a_std, row.seeds_a), _score_text(row.b, row.b_std, row.seeds_b),
-              f"{row.diff:+.2f}", f"[{row.low:+.2f}, {row.high:+.2f}]", _p_text(row.p_mcnemar), row.verdict]
+              f"{row.diff:+.2f}", f"[{row.low:+.2f}, {row.high:+.2f}]",
+              _p_text(row.p_mcnemar) + (f" (max of {min(row.seeds_a, row.seeds_b)} seeds)"
+                                        if row.p_mcnemar is not None and min(row.seeds_a, row.seeds_b) > 1 else ""),
+              row.verdict]
              for row in rows]
     first_summary = len(lines)
     lines += [[f"suite mean ({s.tasks} tasks)", "main", f"{s.protocol} / {s.setting}" + (f" [{s.regime}]" if s.regime else ""),
