@@ -117,8 +117,12 @@ def test_seeds_are_averaged_with_their_spread(tmp_path):
             record = write_record(tmp_path / run, "t", "natural", noisy_scores(targets, 5, accuracy, rng), targets,
                                   protocol="fewshot", setting="10shot", seed=seed)
             per_seed[run].append(100 * record["metrics"]["top1"])
-    (row,), _, _ = compare.compare(tmp_path / "a", tmp_path / "b", n_resamples=100)
-    assert row.seeds_a == row.seeds_b == 3
+        write_record(tmp_path / run, "t", "natural", noisy_scores(targets, 5, accuracy, rng), targets,
+                     protocol="fewshot", setting="5shot", seed=0)
+    rows, _, _ = compare.compare(tmp_path / "a", tmp_path / "b", n_resamples=100)
+    assert [r.setting for r in rows] == ["5shot", "10shot"]  # shots in numeric order, not as text
+    row = rows[1]
+    assert row.seeds_a == row.seeds_b == 3 and rows[0].seeds_a == 1
     assert row.a == pytest.approx(np.mean(per_seed["a"])) and row.a_std == pytest.approx(np.std(per_seed["a"], ddof=1))
     assert row.diff == pytest.approx(np.mean(per_seed["a"]) - np.mean(per_seed["b"]))
 

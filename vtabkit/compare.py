@@ -26,6 +26,7 @@ from vtabkit import metrics, report_examples, stats
 from vtabkit.errors import UserError
 from vtabkit.report import load_records
 from vtabkit.report_latex import table
+from vtabkit.report_table import setting_order
 
 FORMATS = ("md", "csv", "latex")
 _KEY = ("task", "eval_set", "protocol", "setting", "regime")
@@ -145,11 +146,6 @@ def _compare_cell(key: tuple, cell_a: dict, cell_b: dict, n_resamples: int, seed
                verdict=_verdict(low, high, higher), samples=samples)
 
 
-def _setting_order(setting: str) -> tuple:
-    digits = "".join(character for character in setting if character.isdigit())
-    return (setting.rstrip("0123456789").lstrip("0123456789"), int(digits) if digits else -1, setting)
-
-
 def compare(run_a: Path, run_b: Path, *, n_resamples: int = stats.DEFAULT_RESAMPLES,
             seed: int = stats.DEFAULT_SEED) -> tuple[list[Row], list[Summary], list[str]]:
     """Rows per compared cell, suite summaries, and notes (cells only one run has)."""
@@ -159,7 +155,7 @@ def compare(run_a: Path, run_b: Path, *, n_resamples: int = stats.DEFAULT_RESAMP
         raise UserError(f"{run_a} and {run_b} share no task / eval set / protocol / setting; "
                         "compare runs of the same suite and protocol")
     rows = [_compare_cell(key, cells_a[key], cells_b[key], n_resamples, seed) for key in common]
-    rows.sort(key=lambda row: (row.protocol, _setting_order(row.setting), row.regime, _suite_position(row.task),
+    rows.sort(key=lambda row: (row.protocol, setting_order(row.setting), row.regime, _suite_position(row.task),
                                not row.main, row.eval_set))
     summaries = []
     for (protocol, setting, regime), group in _groups(rows).items():
