@@ -69,7 +69,7 @@ def test_padding_stays_exactly_zero(multi):
     mask = np.arange(5) < 3
     w, b, mean, scale, _ = (np.asarray(a) for a in linear.fit_path(
         x_pad, y_pad, weights, np.asarray([1e-2, 1e-3], np.float32), mask, num_classes=5, max_iter=200,
-        tol=1e-5, standardize=True, multi=multi))
+        tol=1e-5, gap_tol=1e-3, standardize=True, multi=multi))
     assert np.all(w[:, 11:, :] == 0) and np.all(w[:, :, 3:] == 0) and np.all(b[:, 3:] == 0)
     np.testing.assert_allclose(mean[:11], x.mean(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(scale[:11], x.std(0) + 1e-6, rtol=1e-4)
