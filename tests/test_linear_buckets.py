@@ -27,7 +27,7 @@ def _problem(n_train, n_val, d, classes, multi, seed):
 
 def _fit(train, val, classes, multi, buckets, monkeypatch):
     monkeypatch.setattr(linear, "SHAPE_BUCKETS", buckets)
-    config = linear.merge_config("linear", {"l2_grid": [1e-1, 1e-2, 1e-3, 1e-4]})
+    config = linear.merge_config("linear", {"l2_grid": [1e-1, 1e-2, 1e-3, 1e-4], "host_max_size": 0})
     return linear.fit(train, val, num_classes=classes, target="multi" if multi else "single", config=config)
 
 
@@ -80,7 +80,7 @@ def test_a_suite_of_shapes_compiles_once_per_bucket(monkeypatch):
     """19 VTAB-1k-like problems (each its own class count, width and size) share a few compiles."""
     monkeypatch.setattr(linear, "SHAPE_BUCKETS", True)
     rng = np.random.default_rng(0)
-    config = linear.merge_config("linear", {"l2_grid": [1e-2, 1e-3], "max_iter": 3})
+    config = linear.merge_config("linear", {"l2_grid": [1e-2, 1e-3], "max_iter": 3, "host_max_size": 0})
     # As in VTAB-1k, sizes and widths vary less than class counts (there: 1000 rows, one width).
     shapes = [(int(rng.integers(220, 300)), int(rng.integers(50, 80)), int(rng.integers(70, 96)), classes)
               for classes in VTAB_CLASSES]

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from vtabkit import metrics
-from vtabkit.protocols import merge_config
+from vtabkit.protocols import linear_host, merge_config
 from vtabkit.protocols.common import (FitContext, Number, bucket, check_list, check_setting, check_splits,
                                       headline, target_kind)
 
@@ -41,6 +41,7 @@ def check_config(config: dict[str, Any]) -> None:
     check_setting("linear", config, "max_iter", int, lambda v: v > 0, "a positive integer")
     check_setting("linear", config, "tol", Number, lambda v: v > 0, "a positive number")
     check_setting("linear", config, "gap_tol", Number, lambda v: v > 0, "a positive number")
+    check_setting("linear", config, "host_max_size", Number, lambda v: v >= 0, "a number >= 0 (0: never)")
     check_setting("linear", config, "standardize", bool, expected="true or false")
 
 
@@ -195,7 +196,11 @@ def fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
     x_all = np.concatenate([x_train, x_val]).astype(np.float32, copy=False)
     y_all = np.concatenate([y_train, y_val])
     max_iter = int(config["max_iter"])
-    solve = partial(solve_path, num_classes=num_classes, max_iter=max_iter, tol=float(config["tol"]),
+    # Below host_max_size (examples x width x classes) a compile costs more than the solve:
+    # SciPy on the host solves the same objective with the same stopping rule.
+    path = "host" if len(y_all) * x_all.shape[1] * num_classes <= float(config["host_max_size"]) else "device"
+    solve = partial(linear_host.solve_path if path == "host" else solve_path, num_classes=num_classes,
+                    max_iter=max_iter, tol=float(config["tol"]),
                     gap_tol=float(config["gap_tol"]),
                     standardize=bool(config["standardize"]), multi=multi)
 
@@ -212,7 +217,7 @@ def fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
     counts = [int(i) for i in iterations] + [int(refit_iterations[0])]
     details = {"l2": grid[best], "selected_by": f"val_{select_by}", "val_source": val_source,
                f"val_{select_by}": {f"{l2:.3g}": value for l2, value in zip(grid, val_scores)},
-               "iterations": counts, "converged": all(count < max_iter for count in counts),
+               "iterations": counts, "converged": all(count < max_iter for count in counts), "solver": path,
                "num_train": int(len(y_train)), "num_val": int(len(y_val))}
     return LinearHead(w[0], b[0], mean, scale), details
 
