@@ -23,7 +23,7 @@ CHILD = textwrap.dedent("""
     counter = compile_cache.CompileCounter()
     x = jnp.asarray(np.random.default_rng(0).normal(size=(40, 7)), jnp.float32)
     y = jnp.asarray(np.arange(40) % 3)
-    fit_path(x, y, jnp.ones(40), jnp.asarray([1.0, 0.1]), num_classes=3, max_iter=5, tol=1e-4,
+    fit_path(x, y, jnp.ones(40), jnp.asarray([1.0, 0.1]), num_classes=3, max_iter=5, tol=1e-4, gap_tol=1e-3,
              standardize=True)[0].block_until_ready()
     print(json.dumps(counter.take()))
 """)

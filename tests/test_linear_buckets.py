@@ -27,7 +27,7 @@ def _problem(n_train, n_val, d, classes, multi, seed):
 
 def _fit(train, val, classes, multi, buckets, monkeypatch):
     monkeypatch.setattr(linear, "SHAPE_BUCKETS", buckets)
-    config = linear.merge_config("linear", {"l2_grid": [1e-1, 1e-2, 1e-3, 1e-4]})
+    config = linear.merge_config("linear", {"l2_grid": [1e-1, 1e-2, 1e-3, 1e-4], "host_max_size": 0})
     return linear.fit(train, val, num_classes=classes, target="multi" if multi else "single", config=config)
 
 
@@ -69,7 +69,7 @@ def test_padding_stays_exactly_zero(multi):
     mask = np.arange(5) < 3
     w, b, mean, scale, _ = (np.asarray(a) for a in linear.fit_path(
         x_pad, y_pad, weights, np.asarray([1e-2, 1e-3], np.float32), mask, num_classes=5, max_iter=200,
-        tol=1e-5, standardize=True, multi=multi))
+        tol=1e-5, gap_tol=1e-3, standardize=True, multi=multi))
     assert np.all(w[:, 11:, :] == 0) and np.all(w[:, :, 3:] == 0) and np.all(b[:, 3:] == 0)
     np.testing.assert_allclose(mean[:11], x.mean(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(scale[:11], x.std(0) + 1e-6, rtol=1e-4)
@@ -80,7 +80,7 @@ def test_a_suite_of_shapes_compiles_once_per_bucket(monkeypatch):
     """19 VTAB-1k-like problems (each its own class count, width and size) share a few compiles."""
     monkeypatch.setattr(linear, "SHAPE_BUCKETS", True)
     rng = np.random.default_rng(0)
-    config = linear.merge_config("linear", {"l2_grid": [1e-2, 1e-3], "max_iter": 3})
+    config = linear.merge_config("linear", {"l2_grid": [1e-2, 1e-3], "max_iter": 3, "host_max_size": 0})
     # As in VTAB-1k, sizes and widths vary less than class counts (there: 1000 rows, one width).
     shapes = [(int(rng.integers(220, 300)), int(rng.integers(50, 80)), int(rng.integers(70, 96)), classes)
               for classes in VTAB_CLASSES]

@@ -18,7 +18,7 @@ from vtabkit.paths import cache_dir
 
 # Compiles that take less than this are not worth a disk entry (JAX's own default is 1 s,
 # which would leave the small solver compiles of a probe out of the cache).
-MIN_COMPILE_SECONDS = 0.1
+MIN_COMPILE_SECONDS = 0.0
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # every XLA compile request
 _HIT_EVENT = "/jax/compilation_cache/cache_hits"  # requests served from the persistent cache
