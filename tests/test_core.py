@@ -208,15 +208,15 @@ def test_first_n_and_per_class_regimes_through_the_runner(core_tasks, tmp_path, 
 
 
 def test_a_protocol_refuses_a_target_kind_before_any_work(tmp_path, data_dir, capsys):
-    folder = tmp_path / "multi"
+    folder = tmp_path / "sets"
     folder.mkdir()
     (folder / "t.yaml").write_text(THREE_EVAL_SETS.split("eval_sets:")[0].replace("core_digits", "multi_digits")
-                                   + "target: multi\n")
+                                   + "target: set\n")  # sets of labels score eval sets; no protocol trains on them
     CALLS.clear()
     code = cli.main(["run", "--model", "pixels", "--tasks", "multi_digits", "--tasks-dir", str(folder),
                      "--protocol", "fewshot", "--out", str(tmp_path / "run"), "--data-dir", data_dir])
     err = capsys.readouterr().err
-    assert code == 2 and "cannot fit 'multi' targets" in err and err.count("\n") == 1
+    assert code == 2 and "cannot fit 'set' targets" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 

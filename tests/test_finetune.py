@@ -154,8 +154,8 @@ def test_out_of_memory_halves_the_micro_batch(digits_images, monkeypatch):
     original_init = finetune.Trainer.__init__
     fits = {"images": 8}  # pretend the device holds this many images at once
 
-    def limited_device(self, model, num_classes, config):
-        original_init(self, model, num_classes, config)
+    def limited_device(self, model, num_classes, config, **kwargs):
+        original_init(self, model, num_classes, config, **kwargs)
         if self.batch // self.accumulation > fits["images"]:
             def out_of_memory(*args):
                 raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
