@@ -98,6 +98,29 @@ def read_targets(view: View, data_dir: str | None) -> tuple[np.ndarray, np.ndarr
     return targets_array(np.concatenate(targets) if targets else empty, view.target), np.array(ids, dtype=str)
 
 
+def read_feature(view: View, data_dir: str | None, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, ids)``: feature ``key`` of every example of the view as str (e.g. SI-Score's
+    ``image_id``, the key of its metadata file), without decoding any image."""
+    tf = source.tf()
+    tfds = source.tfds()
+    dataset_builder = builder(view, data_dir)
+    if key not in dataset_builder.info.features:
+        raise UserError(f"{view.dataset} has no feature {key!r} to join metadata on; it has "
+                        f"{', '.join(dataset_builder.info.features)}")
+    images = [name for name, feature in dataset_builder.info.features.items()
+              if isinstance(feature, (tfds.features.Image, tfds.features.Video))]
+    decoders = {name: tfds.decode.SkipDecoding() for name in images}
+    dataset = read_split(view, data_dir, decoders=decoders)
+    dataset = dataset.map(lambda example: (tf.strings.as_string(example[key]) if example[key].dtype != tf.string
+                                           else example[key], example["tfds_id"]),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1024)
+    values, ids = [], []
+    for batch_values, batch_ids in tfds.as_numpy(dataset):
+        values.extend(value.decode() for value in batch_values)
+        ids.extend(source.example_id(value) for value in batch_ids)
+    return np.array(values, dtype=str), np.array(ids, dtype=str)
+
+
 def targets_array(raw: np.ndarray, target: str) -> np.ndarray:
     """Targets in their host form: int64 labels (single), uint8 multi-hot rows (multi), or
     label sets as int64 rows padded with -1 (set; an empty set is a row of -1)."""

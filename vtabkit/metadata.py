@@ -49,3 +49,24 @@ def join(path: Path, id_column: str, ids: np.ndarray, columns: list[str]) -> tup
                         f"(e.g. id {missing[0]!r} in column {id_column!r})")
     rows = indexed.loc[list(ids)]
     return {column: rows[column].to_numpy() for column in columns}, int(len(indexed) - len(set(ids)))
+
+
+def stored_keys(meta: dict, arrays: dict) -> np.ndarray:
+    """The keys a record's metadata was joined on: the stored ``metadata_keys`` (the values of the
+    eval set's ``id_feature``, e.g. SI-Score's image_id) when it had one, else the example ids."""
+    if meta.get("id_feature"):
+        if "metadata_keys" not in arrays:
+            raise UserError(f"predictions lack metadata_keys (the {meta['id_feature']!r} of each example) "
+                            "that this record's metadata was joined on; re-run it with this vtabkit")
+        return np.asarray(arrays["metadata_keys"]).astype(str)
+    return np.asarray(arrays["ids"]).astype(str)
+
+
+def join_stored(meta: dict | None, arrays: dict, columns: list[str]) -> dict[str, np.ndarray] | None:
+    """The metadata ``columns`` of a record (its ``eval.metadata``) aligned to its stored
+    predictions; None when the record has no metadata, none is needed, or the file was missing
+    when it was scored (its grouped metrics were left out then)."""
+    if not meta or not columns or meta.get("missing"):
+        return None
+    groups, _ = join(Path(meta["path"]), meta["id_column"], stored_keys(meta, arrays), columns)
+    return groups

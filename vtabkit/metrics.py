@@ -14,7 +14,8 @@ Conventions (other modules rely on them):
 
 A metric spec in task YAML is ``"NAME"`` or ``"NAME@COLUMN"``: the metric computed separately
 on the examples of each value of the metadata column COLUMN, reported as the unweighted mean of
-the groups (plus the per-group values).
+the groups (plus the per-group values). ``"NAME@A,B"`` groups by the pairs of values of columns
+A and B (SI-Score's location grid: ``top1@x_coord,y_coord``); a group is then named ``"a,b"``.
 
 The single-label metrics are written as a per-example statistic followed by a reduction
 (``*_from`` functions), so that `vtabkit.predictions` can recompute them exactly from what it
@@ -319,8 +320,22 @@ def over_groups(evaluate: Callable[[np.ndarray], float], groups: Any) -> tuple[f
         raise UserError("group values cannot be sorted (mixed types?); use one type per metadata column") from None
     code = {value: i for i, value in enumerate(distinct)}
     codes = np.fromiter((code[value] for value in items), np.int64, len(items))
-    per_group = {str(value): evaluate(np.flatnonzero(codes == i)) for i, value in enumerate(distinct)}
+    per_group = {group_name(value): evaluate(np.flatnonzero(codes == i)) for i, value in enumerate(distinct)}
     return float(np.mean(list(per_group.values()))), per_group
+
+
+def group_name(value: Any) -> str:
+    """How a group is named in records: ``'3'``, or ``'0.25,0.5'`` for a pair of columns."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def group_keys(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """One group value per example: the column itself, or (several columns) a 1-D array of tuples."""
+    if len(columns) == 1:
+        return np.asarray(columns[0])
+    keys = np.empty(len(columns[0]), dtype=object)
+    keys[:] = list(zip(*(np.asarray(column).tolist() for column in columns)))
+    return keys
 
 
 def grouped(name: str, scores: Any, targets: Any, groups: Any) -> tuple[float, dict[str, float]]:
@@ -333,14 +348,27 @@ def grouped(name: str, scores: Any, targets: Any, groups: Any) -> tuple[float, d
 
 
 def parse_spec(spec: Any) -> tuple[str, str | None]:
-    """``"NAME"`` -> (NAME, None); ``"NAME@COLUMN"`` -> (NAME, COLUMN). NAME must be registered."""
+    """``"NAME"`` -> (NAME, None); ``"NAME@COLUMN"`` -> (NAME, COLUMN), COLUMN possibly ``"A,B"``.
+    NAME must be registered."""
     if not isinstance(spec, str) or not spec:
         raise UserError(f"a metric spec must be a string NAME or NAME@COLUMN, got {spec!r}")
     name, at, column = spec.partition("@")
-    if at and (not column or "@" in column):
-        raise UserError(f"metric spec {spec!r} must be NAME or NAME@COLUMN (one @, a column after it)")
+    if at and (not column or "@" in column or not all(column.split(","))):
+        raise UserError(f"metric spec {spec!r} must be NAME, NAME@COLUMN or NAME@COLUMN,COLUMN "
+                        "(one @, column names after it)")
     get_metric(name)
     return name, (column if at else None)
+
+
+def spec_columns(spec: str) -> tuple[str, ...]:
+    """The metadata columns a spec groups by: () for ``top1``, ("x", "y") for ``top1@x,y``."""
+    column = parse_spec(spec)[1]
+    return tuple(column.split(",")) if column else ()
+
+
+def metadata_columns(specs: Iterable[str]) -> list[str]:
+    """Every metadata column some spec of ``specs`` groups by, sorted, once each."""
+    return sorted({column for spec in specs for column in spec_columns(spec)})
 
 
 def check_specs(specs: Any, target_kind: str, where: str) -> None:
@@ -374,15 +402,18 @@ def evaluate_specs(specs: Sequence[str], evaluate: Callable[[str, np.ndarray | N
         if column is None:
             values[spec] = float(evaluate(name, None))
             continue
-        if column not in metadata:
-            known = ", ".join(sorted(metadata)) or "none"
-            raise UserError(f"metric {spec!r} groups by metadata column {column!r}, which this eval set "
-                            f"does not have (columns: {known})")
-        column_values = np.asarray(metadata[column])
-        if column_values.shape != (num_examples,):
-            raise UserError(f"metadata column {column!r} has shape {column_values.shape}, "
-                            f"expected one value per example ({num_examples},)")
-        values[spec], groups[spec] = over_groups(lambda rows: evaluate(name, rows), column_values)
+        parts = []
+        for part in column.split(","):
+            if part not in metadata:
+                known = ", ".join(sorted(metadata)) or "none"
+                raise UserError(f"metric {spec!r} groups by metadata column {part!r}, which this eval set "
+                                f"does not have (columns: {known})")
+            part_values = np.asarray(metadata[part])
+            if part_values.shape != (num_examples,):
+                raise UserError(f"metadata column {part!r} has shape {part_values.shape}, "
+                                f"expected one value per example ({num_examples},)")
+            parts.append(part_values)
+        values[spec], groups[spec] = over_groups(lambda rows: evaluate(name, rows), group_keys(parts))
     return values, groups
 
 

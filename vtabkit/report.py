@@ -86,7 +86,7 @@ def verify(run_dirs: Path | list[Path]) -> tuple[int, list[str]]:
     Returns (records checked, one line per disagreement). Schema-1 records have no predictions
     and are not counted. A missing or altered predictions file is a disagreement.
     """
-    from vtabkit import metadata, predictions
+    from vtabkit import metadata, metrics, predictions
     from vtabkit.errors import UserError as Error
 
     checked, problems = 0, []
@@ -97,12 +97,9 @@ def verify(run_dirs: Path | list[Path]) -> tuple[int, list[str]]:
         where = f"{record['task']} / {record['eval_set']} / {record['protocol']} {record['setting']} seed {record['seed']}"
         try:
             stored = predictions.load(run_dir / record["predictions"]["path"], record["predictions"]["sha256"])
-            groups = None
-            meta = record.get("eval", {}).get("metadata")
             specs = list(record["metrics"])
-            if meta:
-                columns = sorted({spec.partition("@")[2] for spec in specs if "@" in spec})
-                groups, _ = metadata.join(Path(meta["path"]), meta["id_column"], stored["ids"], columns)
+            groups = metadata.join_stored(record.get("eval", {}).get("metadata"), stored,
+                                          metrics.metadata_columns(specs))
             values, _ = predictions.recompute(specs, stored, metadata=groups)
         except Error as error:
             problems.append(f"{where}: {error}")

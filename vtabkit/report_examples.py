@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vtabkit import metadata as example_metadata
-from vtabkit import predictions
+from vtabkit import metrics, predictions
 from vtabkit.errors import UserError
 
 # Metrics that are the mean of a per-example 0/1 correctness (McNemar applies to these).
@@ -74,11 +74,8 @@ def load(run_dir: Path, record: dict[str, Any]) -> Examples:
                         "re-run it with a new --out to compare or get intervals")
     arrays = predictions.load(Path(run_dir) / stored["path"], stored["sha256"])
     metric = record["primary_metric"]
-    groups = None
-    meta = (record.get("eval") or {}).get("metadata")
-    if "@" in metric and meta:
-        column = metric.partition("@")[2]
-        groups, _ = example_metadata.join(Path(meta["path"]), meta["id_column"], arrays["ids"], [column])
+    groups = example_metadata.join_stored((record.get("eval") or {}).get("metadata"), arrays,
+                                          metrics.metadata_columns([metric]))
     return Examples(np.asarray(arrays["ids"]).astype(str), metric, arrays, groups)
 
 

@@ -190,6 +190,7 @@ class Views:
         self.uses = uses  # pending uses per view
         self._features: dict[tuple, np.ndarray] = {}
         self._targets: dict[tasks.View, tuple[np.ndarray, np.ndarray]] = {}
+        self._join_keys: dict[tuple[tasks.View, str], np.ndarray] = {}
         self.from_cache: set[tuple] = set()  # image keys whose features were read, not computed
         self.extract_seconds = 0.0  # extraction time not yet charged to a record
 
@@ -213,6 +214,15 @@ class Views:
             self._targets[view] = features.load_targets(view, data_dir=self.config.data_dir, cache_dir=self.cache)
         targets, ids = self._targets[view]
         return features.ViewData(None, targets, ids)
+
+    def join_keys(self, view: tasks.View, feature: str) -> np.ndarray:
+        """The ``feature`` of each example of ``view`` as str, in its example order: the keys
+        of a metadata file joined on a feature (SI-Score's image_id); read once per view."""
+        if (view, feature) not in self._join_keys:
+            values, ids = data.read_feature(view, self.config.data_dir, feature)
+            order = {example_id: row for row, example_id in enumerate(ids)}
+            self._join_keys[view, feature] = values[[order[example_id] for example_id in self.targets(view).ids]]
+        return self._join_keys[view, feature]
 
     def release(self, view: tasks.View) -> None:
         self.uses[view] -= 1
@@ -459,7 +469,7 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
         known = views.targets(eval_set.view)
         scores = _restricted(np.asarray(module.predict(head, eval_in), np.float32), eval_set.class_subset)
         predict_seconds = time.perf_counter() - started
-        record = _score(base, eval_set, scores, known, cell, model, config, out)
+        record = _score(base, eval_set, scores, known, cell, model, config, out, views, log)
         record["features_from_cache"] = {"train": views.cached(train_view), "val": views.cached(val_view),
                                          "eval": views.cached(eval_set.view)}
         record["num_examples"] = {"train": int(len(train_ids)),
@@ -474,7 +484,7 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
         record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         results.append_record(out / results.RESULTS_FILE, record)
         written.append(record)
-        primary = record["metrics"][eval_set.primary_metric]
+        primary = record["metrics"].get(eval_set.primary_metric)  # absent: its metadata was missing
         shown = "n/a" if primary is None else f"{100 * primary:.1f}%"
         log(f"{task.id:20s} {eval_set.name:10s} {cell.protocol:9s} {cell.config['setting']:10s} "
             f"seed {cell.config['seed']}: {eval_set.primary_metric} {shown}")
@@ -494,22 +504,40 @@ def _release(views: Views, train_view: tasks.View, val_view: tasks.View | None,
 
 
 def _score(base: dict[str, Any], eval_set: tasks.EvalSet, scores: np.ndarray, known: features.ViewData,
-           cell: Cell, model: Model, config: RunConfig, out: Path) -> dict[str, Any]:
-    """The record of one eval set: metrics from the scores, predictions kept beside it."""
+           cell: Cell, model: Model, config: RunConfig, out: Path, views: Views,
+           log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The record of one eval set: metrics from the scores, predictions kept beside it.
+
+    A metadata file that is not there is one line: the grouped metrics are left out of the
+    record (which says so) and every other metric is still scored.
+    """
     started = time.perf_counter()
     groups, eval_facts = None, {"name": eval_set.name, "main": eval_set is cell.task.eval_sets[0],
                                 "dataset": eval_set.view.dataset,
                                 "split": eval_set.view.split, "target": eval_set.view.target,
                                 "class_subset": list(eval_set.class_subset) if eval_set.class_subset else None}
-    columns = sorted({spec.partition("@")[2] for spec in eval_set.metrics if "@" in spec})
+    specs, keys = list(eval_set.metrics), None
     if eval_set.metadata is not None:
-        path = eval_set.metadata_path(config.data_dir)
-        groups, unused = metadata.join(path, eval_set.metadata["id_column"], known.ids, columns)
-        eval_facts["metadata"] = {"path": str(path), "sha256": metadata.file_sha256(path),
-                                  "id_column": eval_set.metadata["id_column"], "unused_rows": unused}
-    values, by_group = metrics.compute(list(eval_set.metrics), scores, known.targets,
-                                       target_kind=eval_set.view.target, metadata=groups)
+        path, feature = eval_set.metadata_path(config.data_dir), eval_set.metadata.get("id_feature")
+        eval_facts["metadata"] = {"path": str(path), "id_column": eval_set.metadata["id_column"],
+                                  **({"id_feature": feature} if feature else {})}
+        if path.is_file():
+            keys = views.join_keys(eval_set.view, feature) if feature else known.ids
+            groups, unused = metadata.join(path, eval_set.metadata["id_column"], keys,
+                                           metrics.metadata_columns(specs))
+            eval_facts["metadata"].update(sha256=metadata.file_sha256(path), unused_rows=unused)
+        else:
+            grouped = [spec for spec in specs if metrics.spec_columns(spec)]
+            specs = [spec for spec in specs if not metrics.spec_columns(spec)]
+            eval_facts["metadata"]["missing"] = True
+            log(f"{cell.task.id} / {eval_set.name}: metadata file {path} is missing, so "
+                f"{', '.join(grouped) or 'no metric'} left out (the others are scored); put the CSV there "
+                f"(`vtabkit data prepare --tasks {cell.task.id}` or by hand) and re-run with a new --out")
+    values, by_group = metrics.compute(specs, scores, known.targets, target_kind=eval_set.view.target,
+                                       metadata=groups) if specs else ({}, {})
     stored = predictions.compact(known.ids, scores, known.targets, target_kind=eval_set.view.target)
+    if keys is not None and eval_set.metadata.get("id_feature"):
+        stored["metadata_keys"] = np.asarray(keys).astype(str)  # what the join used, for --verify
     name = f"{cell.task.id}-{cell.protocol}-{cell.config['setting']}-s{cell.config['seed']}-{eval_set.name}"
     relative = Path(results.PREDICTIONS_DIR) / f"{name}-{cell.cell_id(model)}.npz"
     digest = predictions.save(out / relative, stored)

@@ -47,7 +47,7 @@ _EVAL_SET_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "primary_metric": (str, False),
 }
 _METADATA_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
-    "path": (str, True), "id_column": (str, False),
+    "path": (str, True), "id_column": (str, False), "id_feature": (str, False),
 }
 _SUITE_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "suite": (str, True), "tasks": (list, True), "regime": (str, True),
@@ -121,7 +121,7 @@ class EvalSet:
     metrics: tuple[str, ...]
     primary_metric: str
     class_subset: tuple[int, ...] | None = None  # scores restricted to these classes before the argmax
-    metadata: dict[str, str] | None = None  # {"path": csv, "id_column": column joined to example ids}
+    metadata: dict[str, str] | None = None  # {"path": csv, "id_column": column, ["id_feature": feature]}
 
     def metadata_path(self, data_dir: str | None) -> Path:
         """The metadata CSV, with ``<data_dir>`` filled in (files produced by `vtabkit data prepare`)."""
@@ -281,7 +281,7 @@ def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalS
     split = data["split"]
     if dataset == task.tfds_name and split in task.splits:  # a name of the task's own splits
         split = task.splits[split]
-    elif split in SPLIT_NAMES:
+    elif dataset == task.tfds_name and split in SPLIT_NAMES:  # another dataset's 'test' is its TFDS split
         raise UserError(f"{place}: split {split!r} is not one of the task's splits; give a TFDS split "
                         "string of the eval set's dataset, like 'test' or 'validation[:50%]'")
     label = data.get("label", task.label)
@@ -308,7 +308,10 @@ def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalS
         path = Path(metadata["path"]).expanduser()
         if not path.is_absolute() and "<data_dir>" not in metadata["path"]:
             path = Path(where).parent / path  # relative to the YAML file
-        metadata = {"path": str(path), "id_column": metadata.get("id_column", "id")}
+        # Rows are matched to examples by their example id, or by a feature of the example
+        # (``id_feature``: SI-Score's metadata.csv is keyed by its ``image_id`` feature).
+        metadata = {"path": str(path), "id_column": metadata.get("id_column", "id"),
+                    **({"id_feature": metadata["id_feature"]} if "id_feature" in metadata else {})}
     return EvalSet(name=data["name"], view=view, metrics=metrics, primary_metric=primary,
                    class_subset=tuple(subset) if subset is not None else None, metadata=metadata)
 
