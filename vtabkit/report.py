@@ -9,7 +9,8 @@ task shows the completeness instead (`vtabkit.aggregate`).
 
 This module reads records (`load_records`, `load_frame`, `verify`, `protocol_notes`) and
 dispatches `render`; the table is `report_table`, its formats `report_render`, and the
-options live in `report_intervals` (--ci), `report_reference`, `report_plots`, `report_long`.
+options live in `report_intervals` (--ci), `report_reference`, `report_plots`, `report_long`;
+tasks scored on several eval sets also get `report_robustness`'s table and figures.
 """
 
 from __future__ import annotations
@@ -167,12 +168,17 @@ def render(run_dirs: Path | list[Path], output_format: str = "md", *, ci: bool =
         published = report_reference.columns(reference, table)
     figures = []
     if plots is not None:
-        from vtabkit import report_plots
+        from vtabkit import report_plots, report_robustness
 
         figures = report_plots.write_plots(table, Path(plots))
+        figures += report_robustness.write_plots([record for _, record in load_records(run_dirs)], Path(plots))
     if output_format == "csv":
         return report_render.csv(table, published)
     if output_format == "latex":
         return report_render.latex(table, published)
     text = report_render.markdown(table, published, protocol_notes(run_dirs))
+    if frame.groupby("base_task")["eval_set"].nunique().max() > 1:  # one head on many eval sets
+        from vtabkit import report_robustness
+
+        text += "\n\n" + report_robustness.markdown(report_robustness.tables(frame))
     return text + ("\n\nFigures: " + ", ".join(map(str, figures)) if figures else "")

@@ -9,7 +9,7 @@ one background, and three configs vary one factor each, as TFDS's ``siscore/<var
 - ``size``: area (the digit's square box as a fraction of the image) 0.1, 0.2, …, 1.0, centred, upright;
 - ``rotation``: 1°, 21°, …, 341° (SI-Score's angle grid), area 1.0 (corners may leave the image);
 - ``location``: the box's position on a 5x5 grid, x and y in {0, 0.25, 0.5, 0.75, 1} (0: touching
-  the left / top edge, 1: the right / bottom edge; the box stays inside the image), area 0.81.
+  the left / top edge, 1: the right / bottom edge; the box stays inside the image), area 0.9.
 
 The digits are the size of the image at area 1.0, as in the source task's training images; the
 other factor values move away from that, which a representation with no invariance (raw
@@ -40,7 +40,7 @@ NUM_BACKGROUNDS = 12
 AREAS = tuple(round(0.1 * k, 1) for k in range(1, 11))
 ANGLES = tuple(range(1, 360, 20))  # 1, 21, ..., 341
 GRID = tuple(k / 4 for k in range(5))  # x and y coordinates of the location sweep
-ROTATION_AREA, LOCATION_AREA = 1.0, 0.81
+ROTATION_AREA, LOCATION_AREA = 1.0, 0.9
 DIGITS_PER_CLASS = {"size": 3, "rotation": 2, "location": 2}
 METADATA_FILE = "metadata.csv"
 METADATA_COLUMNS = ("image_id", "x_coord", "y_coord", "area", "rotation", "foreground_class",
