@@ -103,6 +103,9 @@ def test_robustness_table_equals_the_records(robust_run):
     assert table.gap[head] is None  # no real_top1 eval set here
     text = report.render(out)
     assert "Robustness: lite_robust" in text and f"| {table.shifted_mean[head]:.1f} |" in text
+    # The main table lists the eval sets in the task's order too (not alphabetically).
+    rows = [line.split(" | ")[0].lstrip("| ") for line in text.splitlines() if line.startswith("| lite_robust")]
+    assert rows[:len(written)] == ["lite_robust"] + [f"lite_robust / {r['eval_set']}" for r in written[1:]]
 
 
 def test_robustness_table_reports_the_real_gap():

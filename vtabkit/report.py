@@ -55,6 +55,7 @@ def load_frame(run_dirs: Path | list[Path]) -> pd.DataFrame:
         rows.append({"model": r["model"], "task": task, "base_task": r["task"], "family": r["family"],
                      "protocol": r["protocol"], "setting": r["setting"], "seed": r["seed"],
                      "eval_set": r["eval_set"], "metric": r["primary_metric"], "main": main,
+                     "eval_position": r.get("eval", {}).get("position", 0 if main else 1),
                      "fingerprint": r.get("model_fingerprint", ""), "regime": r.get("regime", ""),
                      "config": r.get("config_hash", ""), "task_hash": r.get("task_hash", ""),
                      "overrides": report_table.overridden_settings(r), "top1": None if value is None else 100.0 * value})

@@ -84,8 +84,11 @@ def build(frame: pd.DataFrame, suites: dict[str, list[str]], families: dict[str,
     position = {task: index for index, task in enumerate(suite_tasks)}
     families = {**families, **dict(zip(frame["base_task"], frame["family"]))}
     labels = frame.drop_duplicates("task")
+    # A task's eval sets in the order the task declares them (older records: main first, then by name).
+    eval_position = dict(zip(labels["task"], labels["eval_position"])) if "eval_position" in labels else {}
     rows = sorted((Row(label=r.task, task=r.base_task, family=r.family, main=bool(r.main)) for r in labels.itertuples()),
-                  key=lambda row: (position.get(row.task, len(position)), row.task, not row.main, row.label))
+                  key=lambda row: (position.get(row.task, len(position)), row.task, not row.main,
+                                   eval_position.get(row.label, 1), row.label))
     info = frame.drop_duplicates("column").set_index("column")
     columns = sorted(info.index, key=lambda c: (info.loc[c, "model"], info.loc[c, "protocol"],
                                                 setting_order(info.loc[c, "setting"]), c))

@@ -513,6 +513,7 @@ def _score(base: dict[str, Any], eval_set: tasks.EvalSet, scores: np.ndarray, kn
     """
     started = time.perf_counter()
     groups, eval_facts = None, {"name": eval_set.name, "main": eval_set is cell.task.eval_sets[0],
+                                "position": cell.task.eval_sets.index(eval_set),  # the report keeps the task's order
                                 "dataset": eval_set.view.dataset,
                                 "split": eval_set.view.split, "target": eval_set.view.target,
                                 "class_subset": list(eval_set.class_subset) if eval_set.class_subset else None}
