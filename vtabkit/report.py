@@ -100,7 +100,7 @@ def verify(run_dirs: Path | list[Path]) -> tuple[int, list[str]]:
             groups = None
             meta = record.get("eval", {}).get("metadata")
             specs = list(record["metrics"])
-            if meta:
+            if meta and not meta.get("missing"):
                 columns = sorted({spec.partition("@")[2] for spec in specs if "@" in spec})
                 groups, _ = metadata.join(Path(meta["path"]), meta["id_column"], stored["ids"], columns)
             values, _ = predictions.recompute(specs, stored, metadata=groups)

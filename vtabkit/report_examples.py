@@ -76,7 +76,7 @@ def load(run_dir: Path, record: dict[str, Any]) -> Examples:
     metric = record["primary_metric"]
     groups = None
     meta = (record.get("eval") or {}).get("metadata")
-    if "@" in metric and meta:
+    if "@" in metric and meta and not meta.get("missing"):
         column = metric.partition("@")[2]
         groups, _ = example_metadata.join(Path(meta["path"]), meta["id_column"], arrays["ids"], [column])
     return Examples(np.asarray(arrays["ids"]).astype(str), metric, arrays, groups)
