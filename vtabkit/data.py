@@ -1,6 +1,7 @@
 """The one data path every view takes: TFDS split → preprocess → resize → fixed-size batches.
 
-Every example is yielded with its id (the TFDS ``tfds_id``, format infix dropped): the last
+Every example is yielded with its id (the TFDS ``tfds_id``, format infix dropped, or the feature
+a view names as its id, e.g. SI-Score's ``image_id`` that its metadata is keyed by): the last
 partial batch is padded to the fixed batch size and comes with a mask, so the model keeps one
 compiled shape and no example is dropped. Targets come as the view declares them (see
 `targets_array` for their host form).
@@ -67,7 +68,7 @@ def batches(view: View, *, resolution: int, batch_size: int,
         item = view.preprocess(example)
         # Bilinear resize to the model's square input, aspect ratio not kept (as VTAB does).
         image = tf.image.resize(item["image"], (resolution, resolution), method="bilinear")
-        return tf.cast(image, tf.float32), item["label"], example["tfds_id"]
+        return tf.cast(image, tf.float32), item["label"], view.example_id(example)
 
     dataset = read_split(view, data_dir)
     dataset = dataset.map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -88,7 +89,7 @@ def read_targets(view: View, data_dir: str | None) -> tuple[np.ndarray, np.ndarr
               if isinstance(feature, (tfds.features.Image, tfds.features.Video))]
     decoders = {name: tfds.decode.SkipDecoding() for name in images}
     dataset = read_split(view, data_dir, decoders=decoders)
-    dataset = dataset.map(lambda example: (view.target_of(example), example["tfds_id"]),
+    dataset = dataset.map(lambda example: (view.target_of(example), view.example_id(example)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(1024)
     targets, ids = [], []
     for batch_targets, batch_ids in tfds.as_numpy(dataset):

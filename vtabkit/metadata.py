@@ -2,6 +2,9 @@
 
 A metadata file is a CSV with one row per example: an id column and any number of factor
 columns. The join is exact: every example of the eval set must have exactly one row.
+
+A requested column may join several with ``+`` (``x_coord+y_coord``): its value per example is
+the tuple of theirs, so ``top1@x_coord+y_coord`` groups SI-Score's location grid by (x, y).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def join(path: Path, id_column: str, ids: np.ndarray, columns: list[str]) -> tup
         table = pd.read_csv(path, dtype={id_column: str})
     except (ValueError, OSError) as error:
         raise UserError(f"metadata file {path} is not a readable CSV ({error})") from None
-    for column in [id_column, *columns]:
+    parts = [part for column in columns for part in column.split("+")]
+    for column in [id_column, *parts]:
         if column not in table.columns:
             raise UserError(f"metadata file {path} has no column {column!r}; it has "
                             f"{', '.join(map(str, table.columns))}")
@@ -48,4 +52,27 @@ def join(path: Path, id_column: str, ids: np.ndarray, columns: list[str]) -> tup
         raise UserError(f"metadata file {path} has no row for {len(missing)} of {len(ids)} examples "
                         f"(e.g. id {missing[0]!r} in column {id_column!r})")
     rows = indexed.loc[list(ids)]
-    return {column: rows[column].to_numpy() for column in columns}, int(len(indexed) - len(set(ids)))
+    return {column: _column(rows, column) for column in columns}, int(len(indexed) - len(set(ids)))
+
+
+def _column(rows, column: str) -> np.ndarray:
+    """One column's values, or for ``a+b`` a 1-D object array of (a, b) tuples of Python scalars."""
+    if "+" not in column:
+        return rows[column].to_numpy()
+    values = list(zip(*(rows[part].tolist() for part in column.split("+"))))
+    joined = np.empty(len(values), dtype=object)
+    joined[:] = values
+    return joined
+
+
+def check_columns(path: Path, columns: list[str]) -> None:
+    """One line naming the file and the column when the CSV at ``path`` lacks one of ``columns``."""
+    import pandas as pd
+
+    try:
+        header = list(pd.read_csv(path, nrows=0).columns)
+    except (ValueError, OSError) as error:
+        raise UserError(f"metadata file {path} is not a readable CSV ({error})") from None
+    for column in columns:
+        if column not in header:
+            raise UserError(f"metadata file {path} has no column {column!r}; it has {', '.join(map(str, header))}")

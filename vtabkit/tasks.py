@@ -44,10 +44,10 @@ _EVAL_SET_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "name": (str, True), "split": (str, True), "dataset": (str, False), "label": (dict, False),
     "target": (str, False), "image": (str, False), "image_scale": (int, False),
     "class_subset": (list, False), "metadata": (dict, False), "metrics": (list, False),
-    "primary_metric": (str, False),
+    "primary_metric": (str, False), "id_feature": (str, False),
 }
 _METADATA_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
-    "path": (str, True), "id_column": (str, False),
+    "path": (str, True), "id_column": (str, False), "url": (str, False),
 }
 _SUITE_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "suite": (str, True), "tasks": (list, True), "regime": (str, True),
@@ -70,14 +70,27 @@ class View:
     target: str = "single"
     image_key: str = "image"
     image_scale: int = 1
+    id_key: str = ""  # a feature whose value is the example id (SI-Score's image_id); "": the tfds_id
 
     @property
     def label(self) -> dict[str, Any]:
         return json.loads(self.label_json)
 
     def images_facts(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "split": self.split, "image": self.image_key,
-                "image_scale": self.image_scale}
+        facts = {"dataset": self.dataset, "split": self.split, "image": self.image_key,
+                 "image_scale": self.image_scale}
+        if self.id_key:  # only when set, so the cache keys of other views stay as they were
+            facts["id"] = self.id_key
+        return facts
+
+    def example_id(self, example: dict[str, Any]) -> Any:
+        """The example's id (graph-safe): its ``tfds_id``, or the ``id_key`` feature as a string."""
+        import tensorflow as tf
+
+        if not self.id_key:
+            return example["tfds_id"]
+        value = example[self.id_key]
+        return value if value.dtype == tf.string else tf.strings.as_string(value)
 
     def labels_facts(self) -> dict[str, Any]:
         return dict(self.images_facts(), label=self.label, target=self.target, num_classes=self.num_classes)
@@ -122,6 +135,11 @@ class EvalSet:
     primary_metric: str
     class_subset: tuple[int, ...] | None = None  # scores restricted to these classes before the argmax
     metadata: dict[str, str] | None = None  # {"path": csv, "id_column": column joined to example ids}
+
+    def metadata_columns(self) -> list[str]:
+        """The metadata columns the eval set's grouped metrics need, and its id column."""
+        grouped = [part for spec in self.metrics if "@" in spec for part in spec.partition("@")[2].split("+")]
+        return list(dict.fromkeys([self.metadata["id_column"], *grouped])) if self.metadata else []
 
     def metadata_path(self, data_dir: str | None) -> Path:
         """The metadata CSV, with ``<data_dir>`` filled in (files produced by `vtabkit data prepare`)."""
@@ -290,7 +308,7 @@ def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalS
     _check_target(target, place, "target")
     view = View(dataset=dataset, split=split, num_classes=task.num_classes, label_json=_canonical(label),
                 target=target, image_key=data.get("image", task.image_key),
-                image_scale=data.get("image_scale", task.image_scale))
+                image_scale=data.get("image_scale", task.image_scale), id_key=data.get("id_feature", ""))
     metrics = _metric_list(data.get("metrics", list(DEFAULT_METRICS[target])), place, "metrics")
     primary = data.get("primary_metric", metrics[0])
     if primary not in metrics:
@@ -308,7 +326,8 @@ def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalS
         path = Path(metadata["path"]).expanduser()
         if not path.is_absolute() and "<data_dir>" not in metadata["path"]:
             path = Path(where).parent / path  # relative to the YAML file
-        metadata = {"path": str(path), "id_column": metadata.get("id_column", "id")}
+        metadata = {"path": str(path), "id_column": metadata.get("id_column", "id"),
+                    **({"url": metadata["url"]} if "url" in metadata else {})}
     return EvalSet(name=data["name"], view=view, metrics=metrics, primary_metric=primary,
                    class_subset=tuple(subset) if subset is not None else None, metadata=metadata)
 
