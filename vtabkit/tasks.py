@@ -299,7 +299,7 @@ def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalS
     split = data["split"]
     if dataset == task.tfds_name and split in task.splits:  # a name of the task's own splits
         split = task.splits[split]
-    elif split in SPLIT_NAMES:
+    elif split in SPLIT_NAMES and dataset == task.tfds_name:  # on another dataset: its TFDS split
         raise UserError(f"{place}: split {split!r} is not one of the task's splits; give a TFDS split "
                         "string of the eval set's dataset, like 'test' or 'validation[:50%]'")
     label = data.get("label", task.label)
