@@ -395,3 +395,41 @@ def test_fewshot_heads_are_scored_on_the_same_eval_sets(stand_ins, tmp_path, dat
         (t, f"{t}_{e}", s) for t in ("stand_a", "stand_b") for s in ("5shot", "10shot") for e in ("test", "low")]
     by_setting = {r["setting"]: r["metrics"]["top1"] for r in written if r["eval_set"] == "stand_a_test"}
     assert by_setting["10shot"] > 0.5 and by_setting["5shot"] > 0.3
+
+
+def test_flax_model_with_its_own_head_is_scored_by_model_head(stand_ins, tmp_path, data_dir):
+    """A tiny Flax ViT that keeps a 10-class head (random init, then read back from a checkpoint
+    it was saved to): `model_head` scores are exactly its logits."""
+    from vtabkit.models import checkpoints
+    from vtabkit.models.registry import create_model
+
+    model = create_model("vit_tiny", num_classes=10, resolution=8)
+    assert model.num_classes == 10 and model.logits is not None
+    assert create_model("vit_tiny", resolution=8).logits is None  # no head unless asked for
+    path = tmp_path / "tiny.npz"
+    checkpoints.save_npz(model.params, path)
+    loaded = create_model("vit_tiny", num_classes=10, resolution=8, checkpoint=str(path))
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded.logits(loaded.params, images)),
+                               np.asarray(model.logits(model.params, images)), rtol=1e-6)
+    out = tmp_path / "run"
+    config = runner.RunConfig(model="vit_tiny", model_args={"num_classes": 10, "resolution": 8},
+                              tasks=["stand_a"], tasks_dirs=[str(stand_ins)], out=out, data_dir=data_dir,
+                              use_cache=False, batch_size=256, progress=False, protocols=["model_head"],
+                              regime="full")
+    written = runner.run(config, log=lambda line: None)
+    view = tasks.get_task("stand_a", [str(stand_ins)]).eval_sets[0].view
+    expected = [np.asarray(model.logits(model.params, normalise(model, batch, np)))[mask]
+                for batch, _, _, mask in data.batches(view, resolution=8, batch_size=256, data_dir=data_dir)]
+    stored = np.load(out / written[0]["predictions"]["path"])["scores"]
+    np.testing.assert_allclose(stored, np.concatenate(expected), rtol=1e-4, atol=1e-5)
+    assert written[0]["head"] == "model" and written[0]["details"] == {"head": "model", "fitted": False}
+
+
+def test_a_checkpoint_without_an_imagenet_head_refuses_head_true():
+    from vtabkit.models import zoo
+
+    with pytest.raises(UserError, match="no ImageNet-1k classifier head"):
+        zoo._checkpoint_factory("augreg_vit_b16")(head=True)
+    assert {name for name, entry in zoo.CHECKPOINTS.items() if entry.get("head")} == {
+        "bv_vit_s16_i1k", "mixer_b16_i1k", "bit_s_r50x1"}
