@@ -433,3 +433,12 @@ def test_a_checkpoint_without_an_imagenet_head_refuses_head_true():
         zoo._checkpoint_factory("augreg_vit_b16")(head=True)
     assert {name for name, entry in zoo.CHECKPOINTS.items() if entry.get("head")} == {
         "bv_vit_s16_i1k", "mixer_b16_i1k", "bit_s_r50x1"}
+
+
+def test_data_status_lists_eval_datasets_and_metadata_per_task(tmp_path, capsys):
+    assert cli.main(["data", "status", "--tasks", "imagenet,siscore", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 2 task(s) have their data; 2 missing" in out
+    for name in ("imagenet2012_real:1.0.0", "siscore/location:1.0.0", "siscore_location metadata"):
+        assert name in out
+    assert str(tmp_path / "siscore" / "size" / "metadata.csv") in out and "image-net.org" in out

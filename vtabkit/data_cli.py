@@ -64,8 +64,10 @@ def main(args: argparse.Namespace) -> None:
     if args.action == "status":
         table = status_table(chosen, args.data_dir, args.ids)
         print(table.to_markdown(index=False))
-        missing = int((table["state"] == "missing").sum())
-        print(f"\n{len(table) - missing} of {len(table)} task(s) have their data"
+        # A task has its data when every row of it (its dataset, eval-set datasets, metadata) does.
+        lacking = table.loc[table["state"] == "missing", "task"].unique()
+        total, missing = len(chosen), len(lacking)
+        print(f"\n{total - missing} of {total} task(s) have their data"
               + (f"; {missing} missing (see the fix column)" if missing else ""))
         return
     summary = prepare.prepare_datasets(chosen, args.data_dir)
