@@ -4,7 +4,6 @@ mock data, the 200-class subsets, SI-Score's metadata, and where the 1000-way he
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -442,3 +441,21 @@ def test_data_status_lists_eval_datasets_and_metadata_per_task(tmp_path, capsys)
     for name in ("imagenet2012_real:1.0.0", "siscore/location:1.0.0", "siscore_location metadata"):
         assert name in out
     assert str(tmp_path / "siscore" / "size" / "metadata.csv") in out and "image-net.org" in out
+
+
+def test_missing_metadata_file_is_one_line_and_plain_metrics_still_reported(tmp_path, data_dir):
+    folder = tmp_path / "meta_tasks"
+    folder.mkdir()
+    (folder / "stand_meta.yaml").write_text(STAND_IN.format(task="stand_meta") + (
+        "  - name: stand_meta_factor\n    split: test[:200]\n"
+        "    metadata: {path: absent/metadata.csv, id_column: example}\n"
+        "    metrics: [top1, top1@factor, ece]\n"))
+    lines = []
+    written = runner.run(runner.RunConfig(
+        model="test_digits_with_head", tasks=["stand_meta"], tasks_dirs=[str(folder)], out=tmp_path / "run",
+        data_dir=data_dir, use_cache=False, batch_size=128, progress=False, regime="full"), log=lines.append)
+    factor = written[-1]
+    assert set(factor["metrics"]) == {"top1", "ece"} and factor["eval"]["metadata"]["missing"] is True
+    notes = [line for line in lines if "no metadata file" in line]
+    assert len(notes) == 1 and str(folder / "absent" / "metadata.csv") in notes[0]
+    assert report_verify(tmp_path / "run") == (3, [])
