@@ -253,6 +253,12 @@ def test_timm_model_wraps_an_object_and_fingerprints_its_weights(torch_stack):
     model = timm_model(net, "timm:resnet18")
     assert model.apply(None, np.zeros((2, 224, 224, 3), np.float32)).shape == (2, 512)
     assert model.mean == pytest.approx((0.485, 0.456, 0.406))
+    # timm's classifier head is the model's own head (`--protocol model_head`): net(x) itself.
+    images = np.random.default_rng(1).uniform(0, 1, (2, 224, 224, 3)).astype(np.float32)
+    assert model.num_classes == 1000
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+    np.testing.assert_allclose(model.logits(None, images), expected, rtol=1e-4, atol=1e-4)
     assert timm_model(net, "timm:resnet18").fingerprint == model.fingerprint  # stable
     with torch.no_grad():
         net.conv1.weight[0, 0, 0, 0] += 1e-3  # one weight changes -> the fingerprint changes

@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     data_cmd.add_argument("--tasks", type=_comma_list, help="comma-separated task ids")
     data_cmd.add_argument("--data-dir", help="TFDS data dir")
     data_cmd.add_argument("--ids", action="store_true", help="also print split id hashes (status)")
+    data_cmd.add_argument("--siscore-metadata", metavar="DIR",
+                          help="(prepare) copy SI-Score's metadata.csv files from DIR/<variant>/metadata.csv "
+                               "instead of fetching them")
     data_cmd.add_argument("--tasks-dir", action="append", dest="tasks_dirs", help="extra folder of task YAML")
     cache = sub.add_parser("cache", help="list or clear the feature cache", epilog=CACHE_EXAMPLE,
                            formatter_class=formatter)

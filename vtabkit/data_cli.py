@@ -39,7 +39,21 @@ def status_table(chosen: list[tasks.Task], data_dir: str | None, with_ids: bool)
                 if name in task.splits:
                     row[f"ids {name}"] = prepare.split_ids_hash(task, name, data_dir)
         rows.append(row)
+        rows += _extra_rows(task, data_dir)
     return pd.DataFrame(rows).fillna("")
+
+
+def _extra_rows(task: tasks.Task, data_dir: str | None) -> list[dict[str, str]]:
+    """A row per other dataset the task's eval sets read, and per eval-set metadata file."""
+    rows = []
+    for dataset in task.datasets[1:]:
+        fix = prepare.eval_dataset_problem(task, dataset, data_dir)
+        rows.append({"task": task.id, "dataset": dataset, "state": "missing" if fix else "prepared",
+                     "splits": "-", "fix": fix or ""})
+    for name, path, present, fix in prepare.metadata_status(task, data_dir):
+        rows.append({"task": task.id, "dataset": f"{name} metadata ({path.name})",
+                     "state": "prepared" if present else "missing", "splits": "-", "fix": fix})
+    return rows
 
 
 def main(args: argparse.Namespace) -> None:
@@ -50,11 +64,15 @@ def main(args: argparse.Namespace) -> None:
     if args.action == "status":
         table = status_table(chosen, args.data_dir, args.ids)
         print(table.to_markdown(index=False))
-        missing = int((table["state"] == "missing").sum())
-        print(f"\n{len(table) - missing} of {len(table)} task(s) have their data"
+        # A task has its data when every row of it (its dataset, eval-set datasets, metadata) does.
+        lacking = table.loc[table["state"] == "missing", "task"].unique()
+        total, missing = len(chosen), len(lacking)
+        print(f"\n{total - missing} of {total} task(s) have their data"
               + (f"; {missing} missing (see the fix column)" if missing else ""))
         return
     summary = prepare.prepare_datasets(chosen, args.data_dir)
+    extra = prepare.prepare_metadata(chosen, args.data_dir, getattr(args, "siscore_metadata", None))
+    summary.outcomes.update(extra.outcomes)
     if not summary.ok:
         raise UserError(f"{len(summary.outcomes) - sum(summary.count(s) for s in (prepare.READY, prepare.PREPARED))} "
                         "dataset(s) not ready; the summary above says what to do for each, then run the command again")

@@ -112,3 +112,14 @@ def is_connection_error(error: BaseException) -> bool:
         error = error.__cause__ or error.__context__
         seen += 1
     return False
+
+
+def fetch_file(url: str, path: Path, timeout: float = 60.0) -> None:
+    """Download ``url`` to ``path`` (written beside it first, then renamed: never half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as stream:
+        while chunk := response.read(1 << 20):
+            stream.write(chunk)
+    partial.replace(path)

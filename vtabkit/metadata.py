@@ -2,6 +2,9 @@
 
 A metadata file is a CSV with one row per example: an id column and any number of factor
 columns. The join is exact: every example of the eval set must have exactly one row.
+
+Grouping by two columns at once (SI-Score's (x, y) location grid) is the metric's business:
+``top1@x_coord,y_coord`` asks for both columns (`vtabkit.metrics.metadata_columns`).
 """
 
 from __future__ import annotations
@@ -70,3 +73,16 @@ def join_stored(meta: dict | None, arrays: dict, columns: list[str]) -> dict[str
         return None
     groups, _ = join(Path(meta["path"]), meta["id_column"], stored_keys(meta, arrays), columns)
     return groups
+
+
+def check_columns(path: Path, columns: list[str]) -> None:
+    """One line naming the file and the column when the CSV at ``path`` lacks one of ``columns``."""
+    import pandas as pd
+
+    try:
+        header = list(pd.read_csv(path, nrows=0).columns)
+    except (ValueError, OSError) as error:
+        raise UserError(f"metadata file {path} is not a readable CSV ({error})") from None
+    for column in columns:
+        if column not in header:
+            raise UserError(f"metadata file {path} has no column {column!r}; it has {', '.join(map(str, header))}")

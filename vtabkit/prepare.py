@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from vtabkit import downloads, quiet, source
+from vtabkit import downloads, metadata, quiet, source
 from vtabkit.errors import UserError
 from vtabkit.source import absolute_ranges, data_root, first_line, is_prepared, split_sizes
 from vtabkit.tasks import Task
@@ -30,12 +30,16 @@ _PREPARE_MODULES: dict[str, tuple[str, ...]] = {
     "sun397": ("cv2",), "diabetic_retinopathy_detection": ("cv2",), "kitti": ("cv2",),
     "oxford_flowers102": ("scipy",), "svhn_cropped": ("scipy",),
     "patch_camelyon": ("h5py",), "dsprites": ("h5py",),
+    "imagenet2012_corrupted": ("cv2", "skimage", "scipy"),  # TFDS computes the corruptions itself
 }
-_PIP_NAMES = {"cv2": "opencv-python-headless"}
+_PIP_NAMES = {"cv2": "opencv-python-headless", "skimage": "scikit-image"}
 # What the TFDS builders read from the manual folder (from their `_split_generators`).
 _MANUAL_ENTRIES: dict[str, tuple[str, ...]] = {
     "resisc45": ("NWPU-RESISC45",),
     "diabetic_retinopathy_detection": ("train", "test", "sample", "trainLabels.csv"),
+    "imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+    "imagenet2012_real": ("ILSVRC2012_img_val.tar",),
+    "imagenet2012_corrupted": ("ILSVRC2012_img_val.tar",),
 }
 
 # Outcomes of `prepare_datasets`, per dataset.
@@ -49,9 +53,10 @@ FAILED = "failed"
 _GOOD = (READY, PREPARED)
 
 
-def _base_name(task: Task) -> str:
-    """TFDS builder name without config or version (``eurosat/rgb`` → ``eurosat``)."""
-    return task.dataset_name.split("/")[0]
+def _base_name(task: Task, dataset: str | None = None) -> str:
+    """TFDS builder name without config or version (``eurosat/rgb`` → ``eurosat``) of ``dataset``
+    (default: the task's own)."""
+    return (dataset or task.tfds_name).split(":")[0].split("/")[0]
 
 
 def _is_own(task: Task) -> bool:
@@ -99,10 +104,10 @@ def needs_manual_download(builder) -> bool:
     return bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
 
 
-def missing_manual_files(task: Task, builder) -> list[str]:
+def missing_manual_files(task: Task, builder, dataset: str | None = None) -> list[str]:
     """Entries of the manual folder that the builder will read but that are not there yet."""
     folder = manual_dir(builder)
-    expected = _MANUAL_ENTRIES.get(_base_name(task))
+    expected = _MANUAL_ENTRIES.get(_base_name(task, dataset))
     if expected is None:  # a builder we have no list for: TFDS itself only needs a non-empty folder
         return [] if folder.is_dir() and any(folder.iterdir()) else [str(folder)]
     return [str(folder / entry) for entry in expected if not (folder / entry).exists()]
@@ -114,9 +119,9 @@ def manual_instructions(task: Task, builder) -> str:
     return text.replace("<data_dir>", str(data_root(builder)))
 
 
-def missing_modules(task: Task) -> list[str]:
-    """Python modules that preparing ``task``'s dataset imports but that are not installed."""
-    return [name for name in _PREPARE_MODULES.get(_base_name(task), ())
+def missing_modules(task: Task, dataset: str | None = None) -> list[str]:
+    """Python modules that preparing ``task``'s dataset (or ``dataset``) imports but that are not installed."""
+    return [name for name in _PREPARE_MODULES.get(_base_name(task, dataset), ())
             if importlib.util.find_spec(name) is None]
 
 
@@ -156,17 +161,20 @@ def missing_fix(task: Task, data_dir: str | Path | None) -> str:
     return _fix(task, open_builder(task, data_dir), data_dir)
 
 
-def missing_dataset_fix(dataset: str, data_dir: str | Path | None) -> str:
-    """One line for a pinned dataset that no task names as its own (e.g. an eval set's)."""
+def missing_dataset_fix(dataset: str, data_dir: str | Path | None, task: Task | None = None) -> str:
+    """One line for a pinned dataset that is not a task's own (e.g. an eval set's); with the
+    ``task`` that reads it, that task's manual steps and prepare command."""
     builder = source.open_builder(dataset, data_dir)
     problem = generation_problem(builder)
     if problem:
         return f"{problem}; copy a prepared {dataset} into {data_root(builder)}"
     if needs_manual_download(builder):
-        steps = " ".join(str(builder.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
+        steps = manual_instructions(task, builder) if task is not None and task.manual_download \
+            else " ".join(str(builder.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
         return f"{dataset} needs a manual download: {steps}"
+    named = task.id if task is not None else "TASK"
     return (f"{dataset} is not prepared in {data_root(builder)}; run `vtabkit data prepare --tasks "
-            f"TASK{_data_dir_flag(data_dir)}` for a task that reads it")
+            f"{named}{_data_dir_flag(data_dir)}`" + ("" if task is not None else " for a task that reads it"))
 
 
 def dataset_status(task: Task, data_dir: str | Path | None) -> dict[str, Any]:
@@ -213,6 +221,17 @@ def dataset_status(task: Task, data_dir: str | Path | None) -> dict[str, Any]:
     return status
 
 
+def eval_dataset_problem(task: Task, dataset: str, data_dir: str | Path | None) -> str | None:
+    """None when ``dataset`` (one of ``task``'s eval sets') can be read, else the one-line fix."""
+    try:
+        builder = source.open_builder(dataset, data_dir, f"task {task.id!r}")
+    except UserError as error:
+        return str(error)
+    if is_prepared(builder) or source.is_own(dataset):
+        return None
+    return missing_dataset_fix(dataset, data_dir, task)
+
+
 def missing_datasets(tasks: Iterable[Task], data_dir: str | Path | None) -> list[tuple[Task, str]]:
     """The tasks whose data cannot be read yet, each with the one-line fix."""
     missing = []
@@ -222,12 +241,9 @@ def missing_datasets(tasks: Iterable[Task], data_dir: str | Path | None) -> list
             missing.append((task, status["fix"] or status["problem"]))
             continue
         for dataset in task.datasets[1:]:  # eval sets on other datasets
-            try:
-                builder = source.open_builder(dataset, data_dir, f"task {task.id!r}")
-                if not (is_prepared(builder) or source.is_own(dataset)):
-                    missing.append((task, missing_dataset_fix(dataset, data_dir)))
-            except UserError as error:
-                missing.append((task, str(error)))
+            problem = eval_dataset_problem(task, dataset, data_dir)
+            if problem:
+                missing.append((task, problem))
     return missing
 
 
@@ -251,36 +267,41 @@ class PrepareSummary:
                 for name, (status, detail) in self.outcomes.items()]
 
 
-def _prepare_one(task: Task, data_dir: str | Path | None, log: Callable[[str], None]) -> tuple[str, str]:
-    """Prepare one dataset (via the first task that names it); returns ``(status, detail)``."""
+def _prepare_one(task: Task, data_dir: str | Path | None, log: Callable[[str], None],
+                 dataset: str | None = None) -> tuple[str, str]:
+    """Prepare one dataset (``dataset``, default the task's own, via the first task that names
+    it); returns ``(status, detail)``."""
     tfds = source.tfds()
+    dataset = dataset or task.tfds_name
+    own = source.is_own(dataset)
     try:
-        builder = open_builder(task, data_dir)
+        builder = source.open_builder(dataset, data_dir, f"task {task.id!r}")
     except UserError as error:
         return FAILED, str(error)
     if is_prepared(builder):
         return READY, ""
-    if not _is_own(task):
+    if not own:
         problem = generation_problem(builder)
         if problem:
-            return UNAVAILABLE, _fix(task, builder, data_dir)
+            return UNAVAILABLE, (_fix(task, builder, data_dir) if dataset == task.tfds_name
+                                 else missing_dataset_fix(dataset, data_dir, task))
         if needs_manual_download(builder):  # the long step first: it is what the user must do
-            absent = missing_manual_files(task, builder)
+            absent = missing_manual_files(task, builder, dataset)
             if absent:
-                log(f"{task.tfds_name}: manual download needed; missing {', '.join(absent)}")
+                log(f"{dataset}: manual download needed; missing {', '.join(absent)}")
                 log(f"  {manual_instructions(task, builder)}")
                 return MANUAL, f"see the steps above; missing {', '.join(absent)}"
-        modules = missing_modules(task)
+        modules = missing_modules(task, dataset)
         if modules:
-            return NEEDS_PACKAGE, f"preparing {task.tfds_name} needs `{_pip_command(modules)}`"
+            return NEEDS_PACKAGE, f"preparing {dataset} needs `{_pip_command(modules)}`"
         blocked = downloads.unreachable(builder, manual_dir(builder), data_root(builder) / "downloads")
         if blocked:  # in seconds, instead of minutes of TFDS retries
             return OFFLINE, offline_fix(task, builder, data_dir, blocked)
-    log(f"{task.tfds_name}: {'generating' if _is_own(task) else 'downloading and preparing'} "
+    log(f"{dataset}: {'generating' if own else 'downloading and preparing'} "
         f"into {data_root(builder)} ...")
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir(builder)))
     try:
-        if _is_own(task):
+        if own:
             quiet.prepare_silently(builder, download_config=config)
         else:
             builder.download_and_prepare(download_config=config)
@@ -315,9 +336,10 @@ def prepare_datasets(tasks: Iterable[Task], data_dir: str | Path | None,
     summary = PrepareSummary()
     firsts: dict[str, Task] = {}
     for task in tasks:
-        firsts.setdefault(task.tfds_name, task)
+        for dataset in task.datasets:  # its own, then its eval sets' (ReaL, ImageNet-C, ...)
+            firsts.setdefault(dataset, task)
     for name, task in firsts.items():
-        status, detail = _prepare_one(task, data_dir, log)
+        status, detail = _prepare_one(task, data_dir, log, name)
         summary.outcomes[name] = (status, detail)
         if status != MANUAL:  # manual steps were logged in full already
             log(f"{name}: {status}{': ' + detail if detail else ''}")
@@ -366,3 +388,87 @@ def split_ids_hash(task: Task, split_name: str, data_dir: str | Path | None) -> 
                                  decoders=_ids_only_decoders(builder.info.features))
     ids = dataset.map(lambda example: example["tfds_id"]).as_numpy_iterator()
     return source.ids_hash(source.example_id(tfds_id) for tfds_id in ids)
+
+
+# ----------------------------------------------------------------------------- eval-set metadata
+
+MISSING = "missing"  # a metadata file that is not in place (and could not be fetched or copied)
+
+
+def metadata_status(task: Task, data_dir: str | Path | None) -> list[tuple[str, Path, bool, str]]:
+    """Per eval set of ``task`` with a metadata file: (eval set, path, present, fix line)."""
+    rows = []
+    for eval_set in task.eval_sets:
+        if eval_set.metadata is None:
+            continue
+        path = eval_set.metadata_path(str(data_dir) if data_dir else None)
+        rows.append((eval_set.name, path, path.is_file(), "" if path.is_file() else _metadata_fix(task, eval_set, path)))
+    return rows
+
+
+def _metadata_fix(task: Task, eval_set, path: Path) -> str:
+    url = eval_set.metadata.get("url")
+    fetch = f"run `vtabkit data prepare --tasks {task.id}` (fetches {url}), or " if url else ""
+    return (f"{fetch}put the CSV at {path}, or pass `--siscore-metadata DIR` to `vtabkit data prepare` "
+            f"with DIR/{path.parent.name}/{path.name}")
+
+
+def _local_candidates(folder: Path, eval_set, path: Path) -> list[Path]:
+    """Where a local copy may sit in ``folder``: ``<variant>/metadata.csv`` (the data-dir layout)
+    or the URL's last folder (SI-Score's bucket: ``object_<variant>/metadata.csv``)."""
+    candidates = [folder / path.parent.name / path.name]
+    url = eval_set.metadata.get("url")
+    if url:
+        parts = Path(url.split("://", 1)[-1]).parts
+        candidates.append(folder / Path(*parts[-2:]))
+    return list(dict.fromkeys(candidates))
+
+
+def prepare_metadata(tasks: Iterable[Task], data_dir: str | Path | None, local_dir: str | Path | None = None,
+                     log: Callable[[str], None] = print) -> PrepareSummary:
+    """Put every eval set's metadata file in place: already there, copied from ``local_dir``, or
+    fetched from the URL the task declares; each file's columns are checked. Outcomes are keyed
+    ``task/eval set``."""
+    import shutil
+
+    summary = PrepareSummary()
+    for task in tasks:
+        for eval_set in task.eval_sets:
+            if eval_set.metadata is None:
+                continue
+            name, path = f"{task.id}/{eval_set.name}", eval_set.metadata_path(str(data_dir) if data_dir else None)
+            try:
+                status, detail = _place_metadata(task, eval_set, path, local_dir, shutil)
+                if status in _GOOD:
+                    metadata.check_columns(path, eval_set.metadata_columns())
+            except UserError as error:
+                status, detail = FAILED, str(error)
+            summary.outcomes[name] = (status, detail)
+            log(f"{name} metadata: {status}{': ' + detail if detail else ''}")
+    return summary
+
+
+def _place_metadata(task: Task, eval_set, path: Path, local_dir, shutil) -> tuple[str, str]:
+    if local_dir is not None:
+        folder = Path(local_dir).expanduser()
+        for candidate in _local_candidates(folder, eval_set, path):
+            if candidate.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(candidate, path)
+                return PREPARED, f"copied {candidate} to {path}"
+        if path.is_file():
+            return READY, str(path)
+        looked = " or ".join(str(c) for c in _local_candidates(folder, eval_set, path))
+        return MISSING, f"no {looked}; put the file there, or at {path}"
+    if path.is_file():
+        return READY, str(path)
+    url = eval_set.metadata.get("url")
+    if not url:
+        return MISSING, _metadata_fix(task, eval_set, path)
+    try:
+        downloads.fetch_file(url, path)
+    except Exception as error:  # offline, HTTP error, full disk: say where the file goes instead
+        return (OFFLINE if downloads.is_connection_error(error) else FAILED,
+                f"could not fetch {url} ({type(error).__name__}: {first_line(error)}); download it by hand "
+                f"to {path}, or pass --siscore-metadata DIR with DIR/{path.parent.name}/{path.name}")
+    return PREPARED, f"fetched {url}"

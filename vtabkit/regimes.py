@@ -8,7 +8,10 @@ reports):
 - ``first:N``: the first N examples of ``train`` in TFDS record order (not class-balanced, as in
   the remote-sensing low-data experiments), val as declared (``val``);
 - ``per_class:K``: K examples of every class drawn from ``train`` with the cell's seed (a class
-  with fewer gives what it has), val as declared.
+  with fewer gives what it has), val as declared;
+- ``per_class:K+V``: as ``per_class:K``, and V more examples of every class, drawn from the same
+  seeded permutation (so never among the K), are the val split: a held-out val set taken from
+  ``train`` for tasks without one (ImageNet: 50 + 10 per class).
 
 The eval sets (``test`` and any others a task declares) never depend on the regime.
 """
@@ -24,7 +27,8 @@ from vtabkit.errors import UserError
 # name -> (train split, val split); the parameterised kinds draw from the `full` splits.
 _NAMED = {"1k": ("train800", "val200"), "full": ("train", "val")}
 _SUBSETS = ("first", "per_class")
-HELP = "1k, full, first:N (first N train examples) or per_class:K (K per class, seeded)"
+HELP = ("1k, full, first:N (first N train examples), per_class:K (K per class, seeded) or per_class:K+V "
+        "(K per class to train and V more per class from train to validate)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Regime:
     val: str
     subset: str | None = None  # "first" or "per_class"
     size: int = 0  # N of first:N, K of per_class:K
+    val_size: int = 0  # V of per_class:K+V: val drawn from train (0: val as declared)
 
     def train_indices(self, targets: np.ndarray, seed: int) -> np.ndarray | None:
         """Rows of the train split this regime keeps (None: all of them).
@@ -53,6 +58,21 @@ class Regime:
             raise UserError(f"regime {self.name} draws examples per class, which needs single-label "
                             "targets; use first:N for multi-label tasks")
         return np.sort(draw_per_class(targets, self.size, seed))  # back to TFDS order
+
+    def val_indices(self, targets: np.ndarray, seed: int) -> np.ndarray | None:
+        """Rows of the train split that validate (``per_class:K+V``), else None (val as declared).
+
+        Per class, the V examples after the K training ones in the same seeded permutation, so
+        the two never overlap and the K are the very ones `train_indices` keeps.
+        """
+        if not self.val_size:
+            return None
+        targets = np.asarray(targets)
+        if targets.ndim != 1:
+            raise UserError(f"regime {self.name} draws examples per class, which needs single-label targets")
+        both = draw_per_class(targets, self.size + self.val_size, seed)
+        train = set(draw_per_class(targets, self.size, seed).tolist())
+        return np.sort(np.array([row for row in both.tolist() if row not in train], dtype=np.int64))
 
 
 def draw_per_class(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -77,7 +97,11 @@ def parse(text: str) -> Regime:
     if text in _NAMED:
         return Regime(text, *_NAMED[text])
     kind, colon, number = text.partition(":")
-    if colon and kind in _SUBSETS and number.isdigit() and int(number) > 0:
+    number, plus, held_out = number.partition("+")
+    if plus and kind == "per_class" and number.isdigit() and held_out.isdigit() \
+            and int(number) > 0 and int(held_out) > 0:
+        return Regime(text, "train", "train", subset=kind, size=int(number), val_size=int(held_out))
+    if colon and not plus and kind in _SUBSETS and number.isdigit() and int(number) > 0:
         return Regime(text, *_NAMED["full"], subset=kind, size=int(number))
     raise UserError(f"unknown regime {text!r}; use {HELP}")
 

@@ -27,7 +27,7 @@ import numpy as np
 from vtabkit import __version__, compile_cache, data, distributed, features, metadata, metrics, places, predictions
 from vtabkit import prepare, protocols, regimes, results, source, task_checks, tasks
 from vtabkit.errors import UserError
-from vtabkit.models.model import Model, cache_note, require_flax
+from vtabkit.models.model import Model, cache_note, logits_model, require_flax, require_head
 from vtabkit.models.registry import check_model_name, create_model
 from vtabkit.paths import cache_dir as default_cache_dir
 from vtabkit.protocols.common import FitContext, Images
@@ -388,6 +388,9 @@ def _prepare(config: RunConfig, log: Callable[[str], None], main: bool = True) -
     model = create_model(config.model, **config.model_args)
     if images:
         require_flax(model)  # before any data is read
+    if any(modules[name].INPUT == "logits" for name in names):
+        for task in chosen:
+            require_head(model, task.num_classes, task.id)  # head: model without a head: one line, no data read
     cells = [Cell(task, regime, name, cell) for task in chosen for regime in chosen_regimes
              for name in names for cell in modules[name].cells(settings[name])]
     return _Plan(chosen, cells, model, results.done_cells(existing), results_path, main, compiles)
@@ -401,32 +404,108 @@ def _execute(plan: _Plan, config: RunConfig, log: Callable[[str], None], pending
     for task in plan.chosen:
         if not any(cell.task is task for cell, _ in pending):
             log(f"{task.id}: all cells already in {plan.results_path}")
-    uses: Counter = Counter()
+    uses: Counter = Counter()  # views read through the model's features
+    logit_uses: Counter = Counter()  # views read through the model's own classifier (model_head)
+    heads = _SharedHeads()
     for cell, eval_sets in pending:
-        uses.update([*[v for v in cell.task.regime_views(cell.regime) if v is not None],
-                     *[e.view for e in eval_sets]])
+        module = protocols.get_protocol(cell.protocol)
+        if module.INPUT == "logits":
+            logit_uses.update([e.view for e in eval_sets])
+            continue
+        train_view, val_view = cell.task.regime_views(cell.regime)
+        if heads.expect(_head_key(cell, module, train_view, val_view)):  # the first cell of this head reads them
+            uses.update([v for v in (train_view, val_view) if v is not None])
+        uses.update([e.view for e in eval_sets])
     # Only the writing process reads or writes the cache (the others get features by broadcast).
     cache = None if not (config.use_cache and plan.main) else Path(config.cache_dir or default_cache_dir() / "features")
     if cache is not None and (note := cache_note(model)):
         log(note)
     views = Views(model, config, cache, uses)
+    logit_views = Views(logits_model(model), config, cache, logit_uses) if logit_uses else None
     environment = _environment(model)
     written = []
     for cell, eval_sets in pending:
-        written += _run_cell(cell, eval_sets, model, views, environment, config, log, plan.compiles, plan.main)
+        scored = logit_views if protocols.get_protocol(cell.protocol).INPUT == "logits" else views
+        written += _run_cell(cell, eval_sets, model, scored, environment, config, log, plan.compiles, plan.main,
+                             heads)
     return written
+
+
+@dataclasses.dataclass
+class _Fitted:
+    """A fitted head and the facts its records carry, kept for the other cells that share it."""
+
+    head: Any
+    details: dict[str, Any]
+    fit_seconds: float
+    split_ids: dict[str, str]
+    counts: dict[str, int]
+    task: str
+    cached: dict[str, bool | None]
+
+
+class _SharedHeads:
+    """Heads fitted once per run and scored by every cell with the same fit (same protocol,
+    settings, seed, regime, train and val data): the robustness tasks all fit on ImageNet, so
+    ImageNet-C's 19 tasks, V2, A, R, ... share one linear probe. Fits of frozen features are
+    deterministic, so sharing changes no number; a head is dropped after its last cell."""
+
+    def __init__(self) -> None:
+        self.pending: Counter = Counter()
+        self.fitted: dict[tuple, _Fitted] = {}
+
+    def expect(self, key: tuple | None) -> bool:
+        """Count one more cell of ``key``; True for the first (the one that fits)."""
+        if key is None:
+            return True
+        self.pending[key] += 1
+        return self.pending[key] == 1
+
+    def get(self, key: tuple | None) -> _Fitted | None:
+        return None if key is None else self.fitted.get(key)
+
+    def done(self, key: tuple | None, fitted: _Fitted) -> None:
+        if key is None:
+            return
+        self.pending[key] -= 1
+        if self.pending[key] > 0:
+            self.fitted[key] = fitted
+        else:
+            self.fitted.pop(key, None)
+
+
+def _head_key(cell: Cell, module: Any, train_view: tasks.View, val_view: tasks.View | None) -> tuple | None:
+    """What determines a frozen-feature head (None: never shared, e.g. fine-tuning)."""
+    if module.INPUT != "features":
+        return None
+    return (cell.protocol, results.config_hash(cell.config), cell.config["setting"], cell.config["seed"],
+            cell.regime, train_view, val_view, cell.task.num_classes, cell.task.target)
 
 
 def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: Views,
               environment: dict[str, Any], config: RunConfig, log: Callable[[str], None],
-              compiles: compile_cache.CompileCounter, main: bool = True) -> list[dict[str, Any]]:
+              compiles: compile_cache.CompileCounter, main: bool = True,
+              heads: _SharedHeads | None = None) -> list[dict[str, Any]]:
     task, module, out = cell.task, protocols.get_protocol(cell.protocol), Path(config.out)
-    train_view, val_view = task.regime_views(cell.regime)
-    train_known = views.features(train_view) if module.INPUT == "features" else views.targets(train_view)
-    rows = cell.regime.train_indices(train_known.targets, int(cell.config["seed"]))
-    train_ids = train_known.ids if rows is None else train_known.ids[rows]
-    train_in = _inputs(module.INPUT, views, train_view, rows, config.data_dir)
-    val_in = None if val_view is None else _inputs(module.INPUT, views, val_view, None, config.data_dir)
+    heads = heads or _SharedHeads()
+    own_head = module.INPUT == "logits"  # the model's classifier: no train/val data at all
+    train_view, val_view = (None, None) if own_head else task.regime_views(cell.regime)
+    key = None if own_head else _head_key(cell, module, train_view, val_view)
+    shared = heads.get(key)
+    read = not own_head and shared is None  # this cell reads train/val (and fits)
+    eval_kind = "images" if module.INPUT == "images" else "features"
+    train_in = val_in = None
+    train_ids, val_ids = np.zeros(0, str), None
+    if read:
+        train_known = views.features(train_view) if module.INPUT == "features" else views.targets(train_view)
+        seed = int(cell.config["seed"])
+        rows = cell.regime.train_indices(train_known.targets, seed)
+        val_rows = cell.regime.val_indices(train_known.targets, seed)  # per_class:K+V: val drawn from train
+        train_ids = train_known.ids if rows is None else train_known.ids[rows]
+        train_in = _inputs(module.INPUT, views, train_view, rows, config.data_dir)
+        if val_view is not None:
+            val_in = _inputs(module.INPUT, views, val_view, val_rows, config.data_dir)
+            val_ids = views.targets(val_view).ids if val_rows is None else views.targets(val_view).ids[val_rows]
     if not main:
         # Another process of a multi-process run: it takes part in reading (and gathering) the
         # same views in the same order as process 0, which alone scores and writes. A protocol
@@ -436,49 +515,60 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
             head, _ = module.fit(train_in, val_in, num_classes=task.num_classes, target=task.target,
                                  config=cell.config, context=FitContext(model=model, log=lambda line: None))
         for eval_set in eval_sets:
-            eval_in = _inputs(module.INPUT, views, eval_set.view, None, config.data_dir)
+            eval_in = _inputs(eval_kind, views, eval_set.view, None, config.data_dir)
             if head is not None:
                 module.predict(head, eval_in)
-        _release(views, train_view, val_view, eval_sets)
+        heads.done(key, shared or _Fitted(None, {}, 0.0, {}, {}, task.id, {}))
+        _release(views, train_view if read else None, val_view if read else None, eval_sets)
         return []
     work_dir = out / "work" / f"{task.id}-{cell.protocol}-{cell.cell_id(model)}"
-    started = time.perf_counter()
-    head, details = module.fit(train_in, val_in, num_classes=task.num_classes, target=task.target,
-                               config=cell.config, context=FitContext(model=model, work_dir=work_dir, log=log,
-                                                  progress=config.progress))
-    fit_seconds = time.perf_counter() - started
-    split_ids = {"train": source.ids_hash(train_ids)}
-    if val_view is not None:
-        split_ids["val"] = source.ids_hash(views.targets(val_view).ids)
+    if shared is None:
+        started = time.perf_counter()
+        head, details = module.fit(train_in, val_in, num_classes=task.num_classes, target=task.target,
+                                   config=cell.config, context=FitContext(model=model, work_dir=work_dir, log=log,
+                                                                          progress=config.progress))
+        split_ids = {} if own_head else {"train": source.ids_hash(train_ids)}
+        if val_ids is not None:
+            split_ids["val"] = source.ids_hash(val_ids)
+        shared = _Fitted(head, details, time.perf_counter() - started, split_ids,
+                         {"train": int(len(train_ids)), "val": 0 if val_ids is None else int(len(val_ids))},
+                         task.id, {"train": views.cached(train_view), "val": views.cached(val_view)})
+        fitted_here = True
+    else:
+        fitted_here = False
+        log(f"{task.id}: scoring the {cell.protocol} head fitted for {shared.task} (same data and settings)")
+    head = shared.head
+    dataset_view = task.view(next(iter(task.splits))) if train_view is None else train_view
     base = {"schema_version": results.SCHEMA_VERSION, "model": model.name,
             "model_fingerprint": model.fingerprint, "model_metadata": model.metadata,
             "preprocessing": model.preprocessing(), "task": task.id, "family": task.family,
             "task_hash": task.hash, "dataset": task.tfds_name,
-            "dataset_version": data.prepared_version(train_view, config.data_dir), "regime": cell.regime.name,
-            "splits": {"train": train_view.split, "val": val_view.split if val_view else None},
-            "split_ids": split_ids, "protocol": cell.protocol, "setting": cell.config["setting"],
+            "dataset_version": data.prepared_version(dataset_view, config.data_dir), "regime": cell.regime.name,
+            "splits": {"train": train_view.split if train_view else None, "val": val_view.split if val_view else None},
+            "split_ids": shared.split_ids, "protocol": cell.protocol,
+            "head": getattr(module, "HEAD", cell.protocol), "setting": cell.config["setting"],
             "seed": cell.config["seed"], "protocol_config": cell.config,
-            "config_hash": results.config_hash(cell.config), "details": details,
+            "config_hash": results.config_hash(cell.config), "details": shared.details,
             "vtabkit_version": __version__, "environment": environment, "command": config.command}
+    if not fitted_here:
+        base["head_fitted_for"] = shared.task
     written = []
     for eval_set in eval_sets:
         started = time.perf_counter()
-        eval_in = _inputs(module.INPUT, views, eval_set.view, None, config.data_dir)
-        if module.INPUT == "features":
-            eval_in = eval_in[0]  # predict takes the features alone
+        eval_in = _inputs(eval_kind, views, eval_set.view, None, config.data_dir)
+        if eval_kind == "features":
+            eval_in = eval_in[0]  # predict takes the features (or the logits) alone
         known = views.targets(eval_set.view)
         scores = _restricted(np.asarray(module.predict(head, eval_in), np.float32), eval_set.class_subset)
         predict_seconds = time.perf_counter() - started
         record = _score(base, eval_set, scores, known, cell, model, config, out, views, log)
-        record["features_from_cache"] = {"train": views.cached(train_view), "val": views.cached(val_view),
-                                         "eval": views.cached(eval_set.view)}
-        record["num_examples"] = {"train": int(len(train_ids)),
-                                  "val": int(len(views.targets(val_view).ids)) if val_view else 0,
-                                  "eval": int(len(known.ids))}
+        record["features_from_cache"] = {**shared.cached, "eval": views.cached(eval_set.view)}
+        record["num_examples"] = {**shared.counts, "eval": int(len(known.ids))}
         # Shared work is charged once: extraction to the record that triggered it, the fit to
-        # the cell's first record, compilations to the record they happened before (so the
-        # records of a run sum to the run's compilations).
-        record["timings"] = {"features_s": views.charge(), "fit_s": fit_seconds if not written else 0.0,
+        # the first record of the cell that fitted it, compilations to the record they happened
+        # before (so the records of a run sum to the run's compilations).
+        record["timings"] = {"features_s": views.charge(),
+                             "fit_s": shared.fit_seconds if fitted_here and not written else 0.0,
                              "predict_s": predict_seconds, "metrics_s": record.pop("metrics_s"),
                              **compiles.take()}
         record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -492,7 +582,8 @@ def _run_cell(cell: Cell, eval_sets: list[tasks.EvalSet], model: Model, views: V
         shutil.rmtree(work_dir, ignore_errors=True)
         if not any(work_dir.parent.iterdir()):
             work_dir.parent.rmdir()
-    _release(views, train_view, val_view, eval_sets)
+    heads.done(key, shared)
+    _release(views, train_view if read else None, val_view if read else None, eval_sets)
     return written
 
 

@@ -47,7 +47,7 @@ _EVAL_SET_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "primary_metric": (str, False),
 }
 _METADATA_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
-    "path": (str, True), "id_column": (str, False), "id_feature": (str, False),
+    "path": (str, True), "id_column": (str, False), "id_feature": (str, False), "url": (str, False),
 }
 _SUITE_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "suite": (str, True), "tasks": (list, True), "regime": (str, True),
@@ -122,6 +122,13 @@ class EvalSet:
     primary_metric: str
     class_subset: tuple[int, ...] | None = None  # scores restricted to these classes before the argmax
     metadata: dict[str, str] | None = None  # {"path": csv, "id_column": column, ["id_feature": feature]}
+
+    def metadata_columns(self) -> list[str]:
+        """The metadata columns the eval set's grouped metrics need, and its id column."""
+        # The spec grammar is vtabkit.metrics' (``top1@x_coord,y_coord``); parsed here too because
+        # data preparation checks a fetched CSV's columns and sits below the metrics layer.
+        grouped = [part for spec in self.metrics if "@" in spec for part in spec.partition("@")[2].split(",")]
+        return list(dict.fromkeys([self.metadata["id_column"], *grouped])) if self.metadata else []
 
     def metadata_path(self, data_dir: str | None) -> Path:
         """The metadata CSV, with ``<data_dir>`` filled in (files produced by `vtabkit data prepare`)."""
@@ -311,7 +318,7 @@ def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalS
         # Rows are matched to examples by their example id, or by a feature of the example
         # (``id_feature``: SI-Score's metadata.csv is keyed by its ``image_id`` feature).
         metadata = {"path": str(path), "id_column": metadata.get("id_column", "id"),
-                    **({"id_feature": metadata["id_feature"]} if "id_feature" in metadata else {})}
+                    **{key: metadata[key] for key in ("id_feature", "url") if key in metadata}}
     return EvalSet(name=data["name"], view=view, metrics=metrics, primary_metric=primary,
                    class_subset=tuple(subset) if subset is not None else None, metadata=metadata)
 

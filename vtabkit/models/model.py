@@ -50,6 +50,9 @@ class Model:
     fingerprint: identity of everything that determines the features; `create_model` computes
         it. A value given by the factory is kept as the model's declared ``identity``.
     metadata: free-form facts (architecture, checkpoint source) written into result records.
+    logits: optional ``logits(params, images) -> (N, num_classes)``: the model's own classifier
+        (e.g. its ImageNet head), same input as ``apply``. Scored by the ``model_head`` protocol.
+    num_classes: the width of ``logits`` (required with it).
     """
 
     apply: Callable[[Any, Any], Any]
@@ -64,6 +67,8 @@ class Model:
     identity: str = ""
     fingerprint: str = ""
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    logits: Callable[[Any, Any], Any] | None = None
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         # A fingerprint written by the model's author is their statement of its identity.
@@ -208,6 +213,28 @@ def normalise(model: Model, images, xp):
 
 
 # ----------------------------------------------------------------------------- what a model can do
+
+def require_head(model: Model, num_classes: int, task_id: str) -> None:
+    """One line unless ``model`` declares its own classifier with ``num_classes`` outputs."""
+    name = model.name or "this model"
+    if model.logits is None:
+        raise UserError(f"protocol 'model_head' scores the model's own classifier, but {name} declares "
+                        "none (Model.logits); use --protocol linear (or fewshot) to fit a head instead")
+    if model.num_classes != num_classes:
+        raise UserError(f"{name}'s own classifier has {model.num_classes} classes but task {task_id!r} has "
+                        f"{num_classes}; use --protocol linear for this task")
+
+
+def logits_model(model: Model) -> Model:
+    """``model`` with its classifier logits as the features it computes (own fingerprint, so the
+    cached logits never mix with its features)."""
+    import hashlib
+
+    derived = hashlib.sha256(f"{model.fingerprint}:logits".encode()).hexdigest()[:16]
+    scorer = dataclasses.replace(model, apply=model.logits, fingerprint=derived)
+    scorer.identity = model.identity and f"{model.identity}:logits"  # cacheable exactly when model is
+    return scorer
+
 
 def is_flax(model: Model) -> bool:
     """Whether ``model`` is a differentiable Flax model (what fine-tuning needs)."""

@@ -73,8 +73,10 @@ def _weights_hash(net: Any) -> str:
 
 def torch_model(net: Any, forward: Callable[[Any], Any], *, name: str, resolution: int,
                 mean: tuple[float, ...] | None, std: tuple[float, ...] | None,
-                metadata: dict[str, Any] | None = None, device: str | None = None) -> Model:
-    """Wrap torch module ``net`` and ``forward(nchw_tensor) -> (N, D) tensor`` as a `Model`.
+                metadata: dict[str, Any] | None = None, device: str | None = None,
+                classifier: Callable[[Any], Any] | None = None, num_classes: int | None = None) -> Model:
+    """Wrap torch module ``net`` and ``forward(nchw_tensor) -> (N, D) tensor`` as a `Model`;
+    ``classifier(nchw_tensor) -> (N, num_classes)`` is the model's own head, when it has one.
 
     Images arrive NHWC in [0, 1] (then normalised with ``mean``/``std`` by vtabkit).
     """
@@ -83,18 +85,23 @@ def torch_model(net: Any, forward: Callable[[Any], Any], *, name: str, resolutio
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     net = net.eval().to(device)
 
-    def apply(params, images):
-        del params  # the weights live in ``net``
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
-        with torch.inference_mode():
-            features = forward(x.to(device))
-        return features.float().cpu().numpy()
+    def through(function):
+        def run(params, images):
+            del params  # the weights live in ``net``
+            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+            with torch.inference_mode():
+                out = function(x.to(device))
+            return out.float().cpu().numpy()
+        return run
+    apply = through(forward)
 
     model = Model(apply=apply, resolution=int(resolution), value_range=(0.0, 1.0),
                   mean=None if mean is None else tuple(float(v) for v in mean),
                   std=None if std is None else tuple(float(v) for v in std),
                   jittable=False, name=name, identity=f"torch-state-dict:{_weights_hash(net)}",
-                  metadata={"framework": "torch", "device": str(device), **(metadata or {})})
+                  metadata={"framework": "torch", "device": str(device), **(metadata or {})},
+                  logits=None if classifier is None else through(classifier),
+                  num_classes=num_classes if classifier is not None else None)
     model.fingerprint = fingerprint(model)  # create_model recomputes it, with the factory's arguments
     return model
 
@@ -111,8 +118,11 @@ def timm_model(net: Any, name: str, **kwargs: Any) -> Model:
         return net.forward_head(net.forward_features(x), pre_logits=True)
     metadata = {"architecture": type(net).__name__, "source": name,
                 "timm_crop_pct": config.get("crop_pct"), "timm_interpolation": config.get("interpolation")}
+    # A timm classifier (num_classes > 0) keeps its head: `--protocol model_head` scores it.
+    classes = int(getattr(net, "num_classes", 0) or 0)
     return torch_model(net, forward, name=name, resolution=height, mean=config["mean"], std=config["std"],
-                       metadata=metadata, **kwargs)
+                       metadata=metadata, classifier=net if classes else None, num_classes=classes or None,
+                       **kwargs)
 
 
 def _create_timm(name: str, spec: str, pretrained: bool) -> Model:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vtabkit.models import checkpoints
+from vtabkit.errors import UserError
 from vtabkit.models.model import Model
 from vtabkit.models.registry import register_model
 
@@ -42,11 +43,21 @@ def resnet_v2(depth: int, width: int, **kwargs: Any) -> Any:
 
 def flax_model(module: Any, params: Any, *, name: str, resolution: int,
                value_range: tuple[float, float] = VALUE_RANGE, metadata: dict[str, Any] | None = None) -> Model:
-    """Wrap a module whose ``__call__`` returns ``(logits, {"pre_logits": ...})`` as a `Model`."""
+    """Wrap a module whose ``__call__`` returns ``(logits, {"pre_logits": ...})`` as a `Model`.
+
+    A module built with ``num_classes`` keeps its classifier: ``Model.logits`` (what
+    ``--protocol model_head`` scores).
+    """
     def apply(params, images):
         return module.apply({"params": params}, images)[1]["pre_logits"]
+
+    classes = getattr(module, "num_classes", None)
+
+    def logits(params, images):
+        return module.apply({"params": params}, images)[0]
     return Model(apply=apply, params=params, resolution=resolution, value_range=value_range,
-                 module=module, name=name, metadata=dict(metadata or {}))
+                 module=module, name=name, metadata=dict(metadata or {}),
+                 logits=logits if classes else None, num_classes=classes or None)
 
 
 def random_params(shapes: Any, seed: int) -> dict[str, Any]:
@@ -106,13 +117,17 @@ BUILTINS: dict[str, tuple[Callable[[], Any], int, str]] = {
 def _builtin_factory(name: str) -> Callable[..., Model]:
     build, native, architecture = BUILTINS[name]
 
-    def factory(seed: int = 0, checkpoint: str | None = None, resolution: int | None = None) -> Model:
+    def factory(seed: int = 0, checkpoint: str | None = None, resolution: int | None = None,
+                num_classes: int | None = None) -> Model:
         module, resolution = build(), resolution or native
+        if num_classes:  # keep a classifier head (random init, or the checkpoint's)
+            module = module.clone(num_classes=int(num_classes))
         params = init_or_load(module, resolution, seed=seed, checkpoint=checkpoint)
         init = f"random (seed {seed})" if checkpoint is None else "checkpoint"
         return flax_model(module, params, name=name, resolution=resolution,
                           metadata={"architecture": architecture, "init": init, "checkpoint": checkpoint})
-    factory.__doc__ = f"{architecture} at {native} px, random init (seeded) or ``checkpoint=``."
+    factory.__doc__ = (f"{architecture} at {native} px, random init (seeded) or ``checkpoint=``; "
+                       "``num_classes=`` keeps a classifier head.")
     return factory
 
 
@@ -127,7 +142,8 @@ def _gs(path: str) -> str:
 
 
 # name -> module builder, URL, native resolution, description. Upstream (pre-training) checkpoints,
-# as VTAB evaluates them; the classifier heads they carry are dropped on load.
+# as VTAB evaluates them; the classifier heads they carry are dropped on load, except with
+# ``head=true`` for the ImageNet-1k ones (``head=1000``), whose heads ``--protocol model_head`` scores.
 CHECKPOINTS: dict[str, dict[str, Any]] = {
     # AugReg ViTs, ImageNet-21k, 300 epochs (Steiner et al. 2021, "How to train your ViT?"); the
     # recommended checkpoints of google-research/vision_transformer. Class token, no pre-logits layer.
@@ -147,7 +163,7 @@ CHECKPOINTS: dict[str, dict[str, Any]] = {
                            url=_gs("vit_models/augreg/L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0.npz"),
                            description="ViT-L/16 AugReg, ImageNet-21k"),
     # big_vision's plain ViT-S/16 baseline on ImageNet-1k (Beyer et al. 2022), config vit_s16_i1k.
-    "bv_vit_s16_i1k": dict(build=lambda: vit("S/16", pool_type="gap", posemb="sincos2d", rep_size=True),
+    "bv_vit_s16_i1k": dict(head=1000, build=lambda: vit("S/16", pool_type="gap", posemb="sincos2d", rep_size=True),
                            resolution=224, architecture="ViT-S/16 (gap, sincos2d, pre-logits)",
                            url=_gs("big_vision/vit_s16_i1k_300ep.npz"),
                            description="ViT-S/16 big_vision baseline, ImageNet-1k, 300 epochs"),
@@ -155,13 +171,13 @@ CHECKPOINTS: dict[str, dict[str, Any]] = {
     "mixer_b16_i21k": dict(build=lambda: mixer("B/16"), resolution=224, architecture="Mixer-B/16",
                            url=_gs("mixer_models/imagenet21k/Mixer-B_16.npz"),
                            description="Mixer-B/16, ImageNet-21k"),
-    "mixer_b16_i1k": dict(build=lambda: mixer("B/16"), resolution=224, architecture="Mixer-B/16",
+    "mixer_b16_i1k": dict(head=1000, build=lambda: mixer("B/16"), resolution=224, architecture="Mixer-B/16",
                           url=_gs("mixer_models/imagenet1k/Mixer-B_16.npz"),
                           description="Mixer-B/16, ImageNet-1k"),
     # BiT (Kolesnikov et al. 2020), original release of google-research/big_transfer.
     "bit_m_r50x1": dict(build=lambda: resnet_v2(50, 1), resolution=224, architecture="BiT ResNet-v2 R50x1",
                         url=_gs("bit_models/BiT-M-R50x1.npz"), description="BiT-M R50x1, ImageNet-21k"),
-    "bit_s_r50x1": dict(build=lambda: resnet_v2(50, 1), resolution=224, architecture="BiT ResNet-v2 R50x1",
+    "bit_s_r50x1": dict(head=1000, build=lambda: resnet_v2(50, 1), resolution=224, architecture="BiT ResNet-v2 R50x1",
                         url=_gs("bit_models/BiT-S-R50x1.npz"), description="BiT-S R50x1, ImageNet-1k"),
 }
 
@@ -169,15 +185,21 @@ CHECKPOINTS: dict[str, dict[str, Any]] = {
 def _checkpoint_factory(name: str) -> Callable[..., Model]:
     entry = CHECKPOINTS[name]
 
-    def factory(checkpoint: str | None = None, resolution: int | None = None) -> Model:
+    def factory(checkpoint: str | None = None, resolution: int | None = None, head: bool = False) -> Model:
         source = checkpoint or entry["url"]
         module, resolution = entry["build"](), resolution or entry["resolution"]
+        if head:  # keep the checkpoint's ImageNet-1k classifier (`--protocol model_head`)
+            if not entry.get("head"):
+                raise UserError(f"{name} has no ImageNet-1k classifier head to keep (its head is for "
+                                "another label space or absent); drop head=true and use --protocol linear")
+            module = module.clone(num_classes=entry["head"])
         params = init_or_load(module, resolution, checkpoint=source)
         return flax_model(module, params, name=name, resolution=resolution,
                           metadata={"architecture": entry["architecture"], "init": "checkpoint",
                                     "checkpoint": source, "checkpoint_url": entry["url"],
                                     "description": entry["description"]})
-    factory.__doc__ = f"{entry['description']} ({entry['url']}); ``checkpoint=`` reads a local copy."
+    factory.__doc__ = (f"{entry['description']} ({entry['url']}); ``checkpoint=`` reads a local copy"
+                       + ("; ``head=true`` keeps its ImageNet-1k classifier." if entry.get("head") else "."))
     return factory
 
 

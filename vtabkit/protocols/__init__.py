@@ -6,8 +6,10 @@ metrics are computed from the scores (`vtabkit.metrics`), never inside a protoco
 protocol is a module in this package with:
 
 - ``DESCRIPTION``: one line for ``vtabkit list protocols``;
-- ``INPUT``: ``"features"`` (frozen features: inputs are ``(x, y)`` array pairs) or
-  ``"images"`` (the protocol goes back to the model: inputs are `common.Images`);
+- ``INPUT``: ``"features"`` (frozen features: inputs are ``(x, y)`` array pairs),
+  ``"images"`` (the protocol goes back to the model: inputs are `common.Images`) or
+  ``"logits"`` (the model's own classifier: no train/val inputs, ``predict`` gets the eval
+  set's logits; see `model_head`);
 - ``TARGETS``: the target kinds it can fit (``single``, ``multi``); others are refused in one
   line before any work (`check_target`);
 - ``cells(config) -> list[dict]``: the independent result cells of one task (e.g. one per
@@ -36,7 +38,7 @@ import yaml
 from vtabkit.errors import UserError
 from vtabkit.paths import definitions_dir
 
-PROTOCOLS = ("linear", "fewshot", "knn", "finetune")
+PROTOCOLS = ("linear", "fewshot", "knn", "finetune", "model_head")
 
 
 def get_protocol(name: str) -> ModuleType:
