@@ -3,7 +3,7 @@
 A task file (``task:`` key) names a TFDS dataset with a pinned version, its split strings with
 absolute example counts, its class count, family, label rule and target kind, and the eval
 sets one fitted head is scored on (by default just ``test``). A suite file (``suite:`` key)
-lists task ids and the data regime (see `vtabkit.regimes`). Users add their own folders with
+lists task ids and the data regime, or several comma-separated (a sweep; see `vtabkit.regimes`). Users add their own folders with
 ``--tasks-dir`` (or ``VTABKIT_TASKS_DIR``, ``:``-separated).
 """
 
@@ -315,8 +315,8 @@ def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalS
 
 def _suite_from_yaml(data: dict[str, Any], where: str) -> Suite:
     _check_schema(data, _SUITE_SCHEMA, where)
-    try:
-        regimes.parse(data["regime"])
+    try:  # one regime, or several comma-separated (a sweep: each its own cells)
+        regimes.parse_list(data["regime"])
     except UserError as error:
         raise UserError(f"{where}: field 'regime': {error}") from None
     if not data["tasks"] or not all(isinstance(t, str) for t in data["tasks"]):
