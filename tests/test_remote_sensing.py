@@ -140,3 +140,39 @@ def test_notes_say_what_was_verified_and_what_was_not():
     for task_id in EXPECTED:
         notes = tasks.get_task(task_id).definition["notes"]
         assert "rsr_datasets.ipynb" in notes and "Not verified" in notes
+
+
+MULTISPECTRAL_YAML = """\
+task: my_bands
+family: remote_sensing
+dataset: {dataset}
+num_classes: 10
+splits: {{train: "train[:100]", test: "train[100:200]"}}
+"""
+
+
+def test_multispectral_config_in_a_user_task_is_one_line_through_the_cli(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "bands.yaml").write_text(MULTISPECTRAL_YAML.format(dataset="bigearthnet/all:1.0.0"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-m", "vtabkit", "list", "tasks", "--tasks-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert "bigearthnet/all:1.0.0" in lines[0] and "3-channel" in lines[0] and "bigearthnet/rgb:1.0.0" in lines[0]
+
+
+@pytest.mark.parametrize("dataset, rgb", [("eurosat/all:2.0.0", "eurosat/rgb:2.0.0"),
+                                          ("so2sat/all:2.1.0", "so2sat/rgb:2.1.0")])
+def test_multispectral_configs_are_refused_in_one_line(dataset, rgb, tmp_path, capsys):
+    from vtabkit import cli
+
+    (tmp_path / "bands.yaml").write_text(MULTISPECTRAL_YAML.format(dataset=dataset))
+    assert cli.main(["list", "tasks", "--tasks-dir", str(tmp_path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "3-channel" in err and rgb in err

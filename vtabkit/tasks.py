@@ -29,6 +29,11 @@ SPLIT_NAMES = ("train800", "val200", "train800val200", "train", "val", "trainval
 # labels (an empty set: the example is not scored).
 TARGETS = ("single", "multi", "set")
 DEFAULT_METRICS = {"single": ("top1",), "multi": ("map", "micro_f1"), "set": ("real_top1",)}
+# Multispectral TFDS configs and their RGB counterparts: models take 3-channel images, so a task
+# reading more bands is refused (the remote-sensing family scores the RGB configs).
+MULTISPECTRAL = {"bigearthnet/all": ("12 Sentinel-2 bands", "bigearthnet/rgb"),
+                 "eurosat/all": ("13 Sentinel-2 bands", "eurosat/rgb"),
+                 "so2sat/all": ("8 Sentinel-1 + 10 Sentinel-2 bands", "so2sat/rgb")}
 # Fields that document a task but do not change what is computed: left out of its hash.
 _DOCUMENTATION = ("description", "notes", "citation", "manual_download")
 
@@ -224,6 +229,11 @@ def _check_schema(data: Any, schema: dict, where: str) -> None:
 def _check_dataset(value: str, where: str, field: str) -> None:
     if value.count(":") != 1 or not value.split(":")[1]:
         raise UserError(f"{where}: field {field!r} must pin a version, like 'clevr:3.1.0'")
+    name, version = value.split(":")
+    if name in MULTISPECTRAL:
+        bands, rgb = MULTISPECTRAL[name]
+        raise UserError(f"{where}: field {field!r} is {value!r}, a multispectral config ({bands}); "
+                        f"models take 3-channel images, use {rgb}:{version}")
 
 
 def _check_target(value: str, where: str, field: str) -> None:
