@@ -176,3 +176,108 @@ def test_multispectral_configs_are_refused_in_one_line(dataset, rgb, tmp_path, c
     assert cli.main(["list", "tasks", "--tasks-dir", str(tmp_path)]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "3-channel" in err and rgb in err
+
+
+# ---------------------------------------------------------------- preparing: BigEarthNet, So2Sat
+
+import collections
+from pathlib import Path
+import importlib.util
+
+from vtabkit import downloads, prepare
+
+_REAL_FIND_SPEC = importlib.util.find_spec
+_Usage = collections.namedtuple("_Usage", "total used free")
+
+
+def _beam(monkeypatch, installed: bool) -> None:
+    """apache_beam installed or not, whatever this machine has."""
+    def find_spec(name, *args, **kwargs):
+        if name == "apache_beam":
+            return _REAL_FIND_SPEC("json") if installed else None
+        return _REAL_FIND_SPEC(name, *args, **kwargs)
+
+    monkeypatch.setattr(prepare.importlib.util, "find_spec", find_spec)
+
+
+def _free(monkeypatch, gib: float) -> None:
+    monkeypatch.setattr(prepare.shutil, "disk_usage", lambda path: _Usage(10 ** 13, 0, int(gib * prepare.GiB)))
+
+
+def _no_download(monkeypatch) -> list:
+    """Fail the test if TFDS's download would start; probes of the hosts answer 'unreachable'."""
+    calls = []
+    monkeypatch.setattr(downloads, "unreachable", lambda *a, **k: calls.append("probe") or
+                        downloads.Unreachable(("https://zenodo.org/x.tar.gz",), ("zenodo.org",), "test: no network"))
+    return calls
+
+
+def test_bigearthnet_without_apache_beam_says_the_pip_command_first(tmp_path, monkeypatch):
+    _beam(monkeypatch, installed=False)
+    _free(monkeypatch, 500)
+    calls = _no_download(monkeypatch)
+    task = tasks.get_task("rs_bigearthnet")
+    lines = []
+    summary = prepare.prepare_datasets([task], tmp_path, log=lines.append)
+    assert summary.outcomes[task.tfds_name] == (prepare.NEEDS_PACKAGE,
+                                                "preparing bigearthnet/rgb:1.0.0 needs `pip install apache-beam`")
+    assert "apache-beam (missing)" in lines[0] and "--data-dir" in lines[0]  # named before anything starts
+    assert calls == [] and not (tmp_path / "bigearthnet").exists()
+    assert "pip install apache-beam" in prepare.dataset_status(task, tmp_path)["fix"]
+
+
+def test_bigearthnet_refuses_in_one_line_when_the_disk_is_short(tmp_path, monkeypatch):
+    _beam(monkeypatch, installed=True)
+    _free(monkeypatch, 40)
+    calls = _no_download(monkeypatch)
+    task = tasks.get_task("rs_bigearthnet")
+    needed, free = prepare.disk_needs(task, prepare.open_builder(task, tmp_path))
+    # The registered archive (70,032,164,579 bytes, TFDS's checksums) plus the build allowance.
+    assert needed == 70_032_164_579 + prepare._BUILD_BYTES["bigearthnet"] and free == 40 * prepare.GiB
+    lines = []
+    status, detail = prepare.prepare_datasets([task], tmp_path, log=lines.append).outcomes[task.tfds_name]
+    assert status == prepare.NO_SPACE and "\n" not in detail
+    assert f"{needed / prepare.GiB:.1f} GiB" in detail and "40.0 GiB free" in detail and str(tmp_path) in detail
+    assert calls == []  # refused before probing or downloading
+
+
+def test_bigearthnet_with_room_and_beam_goes_on_to_the_download(tmp_path, monkeypatch):
+    _beam(monkeypatch, installed=True)
+    _free(monkeypatch, 500)
+    calls = _no_download(monkeypatch)
+    task = tasks.get_task("rs_bigearthnet")
+    lines = []
+    status, _ = prepare.prepare_datasets([task], tmp_path, log=lines.append).outcomes[task.tfds_name]
+    assert status == prepare.OFFLINE and calls == ["probe"]
+    assert "apache-beam (installed)" in lines[0] and "500.0 GiB free" in lines[0]
+
+
+def test_prepare_accepts_an_existing_tfds_data_dir(tmp_path, monkeypatch):
+    """--data-dir pointing at a folder where BigEarthNet is already prepared: ready, nothing asked."""
+    _beam(monkeypatch, installed=False)
+    _free(monkeypatch, 1)
+    task = tasks.get_task("rs_bigearthnet")
+    builder = prepare.open_builder(task, tmp_path)
+    Path(builder.data_path).mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_path)  # what a finished TFDS build leaves behind
+    summary = prepare.prepare_datasets([task], tmp_path, log=lambda line: None)
+    assert summary.outcomes[task.tfds_name] == (prepare.READY, "")
+
+
+def test_so2sat_is_a_manual_download_with_its_steps(tmp_path, monkeypatch):
+    calls = _no_download(monkeypatch)
+    task = tasks.get_task("rs_so2sat")
+    builder = prepare.open_builder(task, tmp_path)
+    assert prepare.needs_manual_download(builder)
+    manual = tmp_path / "downloads" / "manual"
+    assert prepare.missing_manual_files(task, builder) == [str(manual / "training.h5"), str(manual / "validation.h5")]
+    lines = []
+    status, _ = prepare.prepare_datasets([task], tmp_path, log=lines.append).outcomes[task.tfds_name]
+    assert status == prepare.MANUAL and calls == []
+    steps = lines[1]
+    assert "training.h5" in steps and f"{manual}/" in steps and "<data_dir>" not in steps
+    assert "manual download" in prepare.dataset_status(task, tmp_path)["fix"]
+    for name in ("training.h5", "validation.h5"):
+        (manual / name).parent.mkdir(parents=True, exist_ok=True)
+        (manual / name).write_bytes(b"")
+    assert prepare.missing_manual_files(task, builder) == []
