@@ -10,6 +10,7 @@ task shows the completeness instead (`vtabkit.aggregate`).
 This module reads records (`load_records`, `load_frame`, `verify`, `protocol_notes`) and
 dispatches `render`; the table is `report_table`, its formats `report_render`, and the
 options live in `report_intervals` (--ci), `report_reference`, `report_plots`, `report_long`.
+A run with ``first:N`` regimes also gets `report_regimes`' section: the metric against N.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def load_frame(run_dirs: Path | list[Path]) -> pd.DataFrame:
                      "eval_set": r["eval_set"], "metric": r["primary_metric"], "main": main,
                      "fingerprint": r.get("model_fingerprint", ""), "regime": r.get("regime", ""),
                      "config": r.get("config_hash", ""), "task_hash": r.get("task_hash", ""),
-                     "overrides": report_table.overridden_settings(r), "top1": None if value is None else 100.0 * value})
+                     "overrides": report_table.overridden_settings(r),
+                     "num_train": (r.get("num_examples") or {}).get("train"),
+                     "top1": None if value is None else 100.0 * value})
     return _disambiguate(pd.DataFrame(rows))
 
 
@@ -128,7 +131,9 @@ def _disambiguate(frame: pd.DataFrame) -> pd.DataFrame:
     column_keys = ["model", "protocol", "setting_label"]
     for field, tag in (("fingerprint", "fp {}"), ("regime", "{}"), ("config", "cfg {}")):
         ambiguous = frame.groupby(column_keys)[field].transform("nunique") > 1
-        labels = frame[field].astype(str).str[:6].map(lambda value: " [" + tag.format(value) + "]")
+        # Hashes shorten to 6 characters; regimes stay whole (first:100 and first:1000 differ late).
+        shown = frame[field].astype(str) if field == "regime" else frame[field].astype(str).str[:6]
+        labels = shown.map(lambda value: " [" + tag.format(value) + "]")
         frame.loc[ambiguous, "setting_label"] = frame["setting_label"] + labels
     changed = frame.groupby(column_keys + ["task"])["task_hash"].transform("nunique") > 1
     frame.loc[changed, "task"] = frame["task"] + " [task " + frame["task_hash"].str[:6] + "]"
@@ -168,14 +173,19 @@ def render(run_dirs: Path | list[Path], output_format: str = "md", *, ci: bool =
         from vtabkit import report_reference
 
         published = report_reference.columns(reference, table)
+    from vtabkit import report_regimes
+
     figures = []
     if plots is not None:
         from vtabkit import report_plots
 
-        figures = report_plots.write_plots(table, Path(plots))
+        figures = report_plots.write_plots(table, Path(plots)) + report_regimes.write_plots(frame, Path(plots))
     if output_format == "csv":
         return report_render.csv(table, published)
     if output_format == "latex":
-        return report_render.latex(table, published)
+        curves = report_regimes.latex(frame)
+        return report_render.latex(table, published) + ("\n" + curves if curves else "")
     text = report_render.markdown(table, published, protocol_notes(run_dirs))
+    curves = report_regimes.markdown(frame)
+    text += "\n\n" + curves if curves else ""
     return text + ("\n\nFigures: " + ", ".join(map(str, figures)) if figures else "")
