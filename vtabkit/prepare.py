@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -29,10 +30,20 @@ from vtabkit.tasks import Task
 _PREPARE_MODULES: dict[str, tuple[str, ...]] = {
     "sun397": ("cv2",), "diabetic_retinopathy_detection": ("cv2",), "kitti": ("cv2",),
     "oxford_flowers102": ("scipy",), "svhn_cropped": ("scipy",),
-    "patch_camelyon": ("h5py",), "dsprites": ("h5py",),
+    "patch_camelyon": ("h5py",), "dsprites": ("h5py",), "so2sat": ("h5py",),
+    "bigearthnet": ("apache_beam",),  # an Apache Beam builder: TFDS runs it on Beam's DirectRunner
     "imagenet2012_corrupted": ("cv2", "skimage", "scipy"),  # TFDS computes the corruptions itself
 }
-_PIP_NAMES = {"cv2": "opencv-python-headless", "skimage": "scikit-image"}
+_PIP_NAMES = {"cv2": "opencv-python-headless", "skimage": "scikit-image", "apache_beam": "apache-beam"}
+# Datasets big enough that running out of disk half-way is the likely failure: checked before a
+# download starts. Needed = the builder's registered download sizes (its checksums file) not yet
+# local, plus this allowance for the built TFDS dataset (an estimate, not measured here: BigEarthNet
+# reads its 65 GiB archive without extracting it and writes 590,326 encoded 120x120 RGB patches).
+GiB = 1024 ** 3
+_BUILD_BYTES: dict[str, int] = {"bigearthnet": 20 * GiB}
+# Datasets whose TFDS download is automatic on paper but breaks in practice: treated like manual
+# downloads (steps in the task's `manual_download`); TFDS picks the files up from the manual folder.
+_EFFECTIVELY_MANUAL: dict[str, tuple[str, ...]] = {"so2sat": ("training.h5", "validation.h5")}
 # What the TFDS builders read from the manual folder (from their `_split_generators`).
 _MANUAL_ENTRIES: dict[str, tuple[str, ...]] = {
     "resisc45": ("NWPU-RESISC45",),
@@ -47,6 +58,7 @@ READY = "ready"                   # was already prepared
 PREPARED = "prepared"             # prepared (downloaded or generated) now
 MANUAL = "manual download needed"
 NEEDS_PACKAGE = "missing package"
+NO_SPACE = "not enough disk space"
 UNAVAILABLE = "unavailable"       # this TFDS cannot produce the pinned dataset version
 OFFLINE = "offline"               # the download host cannot be reached from this machine
 FAILED = "failed"
@@ -101,13 +113,16 @@ def manual_dir(builder) -> Path:
 
 
 def needs_manual_download(builder) -> bool:
-    return bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+    """Whether the builder needs files placed by hand (TFDS says so, or its download is
+    effectively manual, like So2Sat's FTP server)."""
+    name = str(getattr(builder, "name", ""))
+    return bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)) or name in _EFFECTIVELY_MANUAL
 
 
 def missing_manual_files(task: Task, builder, dataset: str | None = None) -> list[str]:
     """Entries of the manual folder that the builder will read but that are not there yet."""
     folder = manual_dir(builder)
-    expected = _MANUAL_ENTRIES.get(_base_name(task, dataset))
+    expected = _MANUAL_ENTRIES.get(_base_name(task, dataset)) or _EFFECTIVELY_MANUAL.get(_base_name(task, dataset))
     if expected is None:  # a builder we have no list for: TFDS itself only needs a non-empty folder
         return [] if folder.is_dir() and any(folder.iterdir()) else [str(folder)]
     return [str(folder / entry) for entry in expected if not (folder / entry).exists()]
@@ -115,7 +130,7 @@ def missing_manual_files(task: Task, builder, dataset: str | None = None) -> lis
 
 def manual_instructions(task: Task, builder) -> str:
     """The task's manual steps with the real data dir filled in (TFDS's text as a fallback)."""
-    text = task.manual_download or " ".join(str(builder.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
+    text = task.manual_download or " ".join(str(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", "")).split())
     return text.replace("<data_dir>", str(data_root(builder)))
 
 
@@ -127,6 +142,61 @@ def missing_modules(task: Task, dataset: str | None = None) -> list[str]:
 
 def _pip_command(modules: list[str]) -> str:
     return "pip install " + " ".join(_PIP_NAMES.get(name, name) for name in modules)
+
+
+def _gib(size: float) -> str:
+    return f"{size / GiB:.1f} GiB"
+
+
+def _existing_parent(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor (the data dir may not exist yet)."""
+    path = path.expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_needs(task: Task, builder) -> tuple[int, int] | None:
+    """``(bytes needed, bytes free)`` in the data dir for a dataset checked for space, else None.
+
+    Needed: the registered download sizes of the files not yet local (manual folder or TFDS's
+    download cache) plus the allowance for the built dataset (`_BUILD_BYTES`).
+    """
+    base = _base_name(task)
+    if base not in _BUILD_BYTES:
+        return None
+    root = data_root(builder)
+    try:
+        infos = builder.url_infos or {}
+    except Exception:  # no checksums file: only the build allowance is known
+        infos = {}
+    pending = set(downloads.files_to_fetch(builder, manual_dir(builder), root / "downloads"))
+    needed = _BUILD_BYTES[base] + sum(int(getattr(info, "size", 0) or 0) for url, info in infos.items() if url in pending)
+    return needed, shutil.disk_usage(_existing_parent(root)).free
+
+
+def space_problem(task: Task, builder) -> str | None:
+    """One line when the data dir has less free space than preparing needs, else None."""
+    needs = disk_needs(task, builder)
+    if needs is None or needs[1] >= needs[0]:
+        return None
+    needed, free = needs
+    return (f"preparing {task.tfds_name} needs about {_gib(needed)} free in {data_root(builder)} "
+            f"(download plus the built dataset), only {_gib(free)} free; free space or pass "
+            "--data-dir on a bigger disk (or one where it is already prepared)")
+
+
+def requirements_line(task: Task, builder) -> str | None:
+    """What preparing a big dataset needs, said before it starts (None for the others)."""
+    needs = disk_needs(task, builder)
+    if needs is None:
+        return None
+    modules = _PREPARE_MODULES.get(_base_name(task), ())
+    have = ", ".join(f"{_PIP_NAMES.get(m, m)} ({'installed' if importlib.util.find_spec(m) else 'missing'})"
+                     for m in modules)
+    return (f"{task.tfds_name} needs {have or 'no extra package'} and about {_gib(needs[0])} free disk "
+            f"in {data_root(builder)} ({_gib(needs[1])} free); if it is already prepared elsewhere, "
+            "pass that TFDS data dir with --data-dir instead")
 
 
 def _other_versions(builder) -> list[str]:
@@ -151,9 +221,11 @@ def _fix(task: Task, builder, data_dir: str | Path | None) -> str:
     if needs_manual_download(builder):
         return f"manual download: {manual_instructions(task, builder)}"
     modules = missing_modules(task)
-    if modules:
-        return f"run `{_pip_command(modules)}`, then {prepare}"
-    return f"run {prepare}"
+    step = f"run `{_pip_command(modules)}`, then {prepare}" if modules else f"run {prepare}"
+    needs = disk_needs(task, builder)
+    if needs:
+        return f"{step} (about {_gib(needs[0])} of disk), or pass --data-dir DIR where it is already prepared"
+    return step
 
 
 def missing_fix(task: Task, data_dir: str | Path | None) -> str:
@@ -169,8 +241,11 @@ def missing_dataset_fix(dataset: str, data_dir: str | Path | None, task: Task | 
     if problem:
         return f"{problem}; copy a prepared {dataset} into {data_root(builder)}"
     if needs_manual_download(builder):
-        steps = manual_instructions(task, builder) if task is not None and task.manual_download \
-            else " ".join(str(builder.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
+        if task is not None and task.manual_download:
+            steps = manual_instructions(task, builder)
+        else:
+            steps = " ".join(str(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) or
+                                 f"place {', '.join(_EFFECTIVELY_MANUAL.get(builder.name, ()))} in {manual_dir(builder)}").split())
         return f"{dataset} needs a manual download: {steps}"
     named = task.id if task is not None else "TASK"
     return (f"{dataset} is not prepared in {data_root(builder)}; run `vtabkit data prepare --tasks "
@@ -250,7 +325,7 @@ def missing_datasets(tasks: Iterable[Task], data_dir: str | Path | None) -> list
 @dataclasses.dataclass
 class PrepareSummary:
     """Outcome per dataset (``name:version``): ``(status, detail)``; status is one of this
-    module's READY, PREPARED, MANUAL, NEEDS_PACKAGE, UNAVAILABLE, FAILED."""
+    module's READY, PREPARED, MANUAL, NEEDS_PACKAGE, NO_SPACE, UNAVAILABLE, OFFLINE, FAILED."""
 
     outcomes: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
@@ -291,9 +366,15 @@ def _prepare_one(task: Task, data_dir: str | Path | None, log: Callable[[str], N
                 log(f"{dataset}: manual download needed; missing {', '.join(absent)}")
                 log(f"  {manual_instructions(task, builder)}")
                 return MANUAL, f"see the steps above; missing {', '.join(absent)}"
+        needs = requirements_line(task, builder)
+        if needs:  # a long build: say what it takes before anything starts
+            log(needs)
         modules = missing_modules(task, dataset)
         if modules:
             return NEEDS_PACKAGE, f"preparing {dataset} needs `{_pip_command(modules)}`"
+        short = space_problem(task, builder)
+        if short:
+            return NO_SPACE, short
         blocked = downloads.unreachable(builder, manual_dir(builder), data_root(builder) / "downloads")
         if blocked:  # in seconds, instead of minutes of TFDS retries
             return OFFLINE, offline_fix(task, builder, data_dir, blocked)

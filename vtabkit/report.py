@@ -10,7 +10,8 @@ task shows the completeness instead (`vtabkit.aggregate`).
 This module reads records (`load_records`, `load_frame`, `verify`, `protocol_notes`) and
 dispatches `render`; the table is `report_table`, its formats `report_render`, and the
 options live in `report_intervals` (--ci), `report_reference`, `report_plots`, `report_long`;
-tasks scored on several eval sets also get `report_robustness`'s table and figures.
+tasks scored on several eval sets also get `report_robustness`'s table and figures, and a run
+with ``first:N`` regimes `report_regimes`' section: the metric against N.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def load_frame(run_dirs: Path | list[Path]) -> pd.DataFrame:
                      "eval_position": r.get("eval", {}).get("position", 0 if main else 1),
                      "fingerprint": r.get("model_fingerprint", ""), "regime": r.get("regime", ""),
                      "config": r.get("config_hash", ""), "task_hash": r.get("task_hash", ""),
-                     "overrides": report_table.overridden_settings(r), "top1": None if value is None else 100.0 * value})
+                     "overrides": report_table.overridden_settings(r),
+                     "num_train": (r.get("num_examples") or {}).get("train"),
+                     "top1": None if value is None else 100.0 * value})
     return _disambiguate(pd.DataFrame(rows))
 
 
@@ -127,7 +130,9 @@ def _disambiguate(frame: pd.DataFrame) -> pd.DataFrame:
     column_keys = ["model", "protocol", "setting_label"]
     for field, tag in (("fingerprint", "fp {}"), ("regime", "{}"), ("config", "cfg {}")):
         ambiguous = frame.groupby(column_keys)[field].transform("nunique") > 1
-        labels = frame[field].astype(str).str[:6].map(lambda value: " [" + tag.format(value) + "]")
+        # Hashes shorten to 6 characters; regimes stay whole (first:100 and first:1000 differ late).
+        shown = frame[field].astype(str) if field == "regime" else frame[field].astype(str).str[:6]
+        labels = shown.map(lambda value: " [" + tag.format(value) + "]")
         frame.loc[ambiguous, "setting_label"] = frame["setting_label"] + labels
     changed = frame.groupby(column_keys + ["task"])["task_hash"].transform("nunique") > 1
     frame.loc[changed, "task"] = frame["task"] + " [task " + frame["task_hash"].str[:6] + "]"
@@ -167,19 +172,24 @@ def render(run_dirs: Path | list[Path], output_format: str = "md", *, ci: bool =
         from vtabkit import report_reference
 
         published = report_reference.columns(reference, table)
+    from vtabkit import report_regimes
+
     figures = []
     if plots is not None:
         from vtabkit import report_plots, report_robustness
 
-        figures = report_plots.write_plots(table, Path(plots))
+        figures = report_plots.write_plots(table, Path(plots)) + report_regimes.write_plots(frame, Path(plots))
         figures += report_robustness.write_plots([record for _, record in load_records(run_dirs)], Path(plots))
     if output_format == "csv":
         return report_render.csv(table, published)
     if output_format == "latex":
-        return report_render.latex(table, published)
+        curves = report_regimes.latex(frame)
+        return report_render.latex(table, published) + ("\n" + curves if curves else "")
     text = report_render.markdown(table, published, protocol_notes(run_dirs))
     if frame.groupby("base_task")["eval_set"].nunique().max() > 1:  # one head on many eval sets
         from vtabkit import report_robustness
 
         text += "\n\n" + report_robustness.markdown(report_robustness.tables(frame))
+    curves = report_regimes.markdown(frame)
+    text += "\n\n" + curves if curves else ""
     return text + ("\n\nFigures: " + ", ".join(map(str, figures)) if figures else "")

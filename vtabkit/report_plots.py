@@ -3,7 +3,9 @@
 - ``tasks``: per-task bars, one bar per column (run / protocol / setting), error bars = std over seeds;
 - ``families``: the family means and both suite means per column (complete columns only);
 - ``fewshot``: few-shot accuracy against shots (log scale), one line per model, the mean over
-  the suite's tasks (± the mean std over seeds), drawn only for complete shot settings.
+  the suite's tasks (± the mean std over seeds), drawn only for complete shot settings;
+- ``regimes_<task>``: the metric against the training-set size of ``first:N`` regimes
+  (`vtabkit.report_regimes`, which draws them with `pyplot` and `save` from here).
 
 matplotlib's Agg backend: no display needed.
 """
@@ -19,7 +21,7 @@ from vtabkit.errors import UserError
 from vtabkit.report_table import ScoreTable
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -31,7 +33,7 @@ def _pyplot():
     return plt
 
 
-def _save(figure, folder: Path, name: str) -> list[Path]:
+def save(figure, folder: Path, name: str) -> list[Path]:
     written = []
     for suffix in ("png", "pdf"):
         path = folder / f"{name}.{suffix}"
@@ -42,7 +44,7 @@ def _save(figure, folder: Path, name: str) -> list[Path]:
 
 def write_plots(table: ScoreTable, folder: Path) -> list[Path]:
     """Write the report's figures into ``folder``; returns the files written."""
-    plt = _pyplot()
+    plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     tasks = [row for row in table.rows if row.main]
@@ -56,7 +58,7 @@ def write_plots(table: ScoreTable, folder: Path) -> list[Path]:
                     [row.label for row in tasks], rotation=45, ha="right")
     axis.set_ylabel("primary metric (%)")
     axis.legend(fontsize="small")
-    written += _save(figure, folder, "tasks")
+    written += save(figure, folder, "tasks")
     plt.close(figure)
 
     families = list(dict.fromkeys(table.families[task] for task in table.suite_tasks))
@@ -70,7 +72,7 @@ def write_plots(table: ScoreTable, folder: Path) -> list[Path]:
     axis.set_xticks(np.arange(len(groups)) + width * (len(table.columns) - 1) / 2, groups, rotation=20, ha="right")
     axis.set_ylabel("mean primary metric (%)")
     axis.legend(fontsize="small")
-    written += _save(figure, folder, "families")
+    written += save(figure, folder, "families")
     plt.close(figure)
 
     lines: dict[str, list[tuple[int, float, float]]] = {}
@@ -91,6 +93,6 @@ def write_plots(table: ScoreTable, folder: Path) -> list[Path]:
         axis.set_xlabel("examples per class (shots)")
         axis.set_ylabel(f"mean over {len(table.suite_tasks)} tasks (%)")
         axis.legend(fontsize="small")
-        written += _save(figure, folder, "fewshot")
+        written += save(figure, folder, "fewshot")
         plt.close(figure)
     return written

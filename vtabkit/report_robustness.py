@@ -221,7 +221,7 @@ def _severity_figure(plt, task: str, head: str, records: list[dict]):
 
 def write_plots(records: list[dict], folder: Path) -> list[Path]:
     """The robustness figures of ``records`` (seed 0 of each head) into ``folder``, PNG and PDF."""
-    from vtabkit.report_plots import _pyplot, _save
+    from vtabkit.report_plots import pyplot, save
 
     by_task: dict[tuple[str, str], list[dict]] = {}
     for record in records:
@@ -232,17 +232,17 @@ def write_plots(records: list[dict], folder: Path) -> list[Path]:
     by_task = {key: group for key, group in by_task.items() if len({r["eval_set"] for r in group}) > 1}
     if not by_task:
         return []
-    plt = _pyplot()
+    plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for (task, head), group in by_task.items():
         for record in group:
             for spec, groups in (record.get("metrics_by_group") or {}).items():
                 figure = _factor_figure(plt, record, spec, groups)
-                written += _save(figure, folder, _slug(f"robust-{task}-{record['eval_set']}-{spec}-{head}"))
+                written += save(figure, folder, _slug(f"robust-{task}-{record['eval_set']}-{spec}-{head}"))
                 plt.close(figure)
         figure = _severity_figure(plt, task, head, group)
         if figure is not None:
-            written += _save(figure, folder, _slug(f"severity-{task}-{head}"))
+            written += save(figure, folder, _slug(f"severity-{task}-{head}"))
             plt.close(figure)
     return written

@@ -3,7 +3,7 @@
 A task file (``task:`` key) names a TFDS dataset with a pinned version, its split strings with
 absolute example counts, its class count, family, label rule and target kind, and the eval
 sets one fitted head is scored on (by default just ``test``). A suite file (``suite:`` key)
-lists task ids and the data regime (see `vtabkit.regimes`). Users add their own folders with
+lists task ids and the data regime, or several comma-separated (a sweep; see `vtabkit.regimes`). Users add their own folders with
 ``--tasks-dir`` (or ``VTABKIT_TASKS_DIR``, ``:``-separated).
 """
 
@@ -29,6 +29,11 @@ SPLIT_NAMES = ("train800", "val200", "train800val200", "train", "val", "trainval
 # labels (an empty set: the example is not scored).
 TARGETS = ("single", "multi", "set")
 DEFAULT_METRICS = {"single": ("top1",), "multi": ("map", "micro_f1"), "set": ("real_top1",)}
+# Multispectral TFDS configs and their RGB counterparts: models take 3-channel images, so a task
+# reading more bands is refused (the remote-sensing family scores the RGB configs).
+MULTISPECTRAL = {"bigearthnet/all": ("12 Sentinel-2 bands", "bigearthnet/rgb"),
+                 "eurosat/all": ("13 Sentinel-2 bands", "eurosat/rgb"),
+                 "so2sat/all": ("8 Sentinel-1 + 10 Sentinel-2 bands", "so2sat/rgb")}
 # Fields that document a task but do not change what is computed: left out of its hash.
 _DOCUMENTATION = ("description", "notes", "citation", "manual_download")
 
@@ -231,6 +236,11 @@ def _check_schema(data: Any, schema: dict, where: str) -> None:
 def _check_dataset(value: str, where: str, field: str) -> None:
     if value.count(":") != 1 or not value.split(":")[1]:
         raise UserError(f"{where}: field {field!r} must pin a version, like 'clevr:3.1.0'")
+    name, version = value.split(":")
+    if name in MULTISPECTRAL:
+        bands, rgb = MULTISPECTRAL[name]
+        raise UserError(f"{where}: field {field!r} is {value!r}, a multispectral config ({bands}); "
+                        f"models take 3-channel images, use {rgb}:{version}")
 
 
 def _check_target(value: str, where: str, field: str) -> None:
@@ -325,8 +335,8 @@ def _eval_set_from_yaml(data: Any, task: Task, where: str, number: int) -> EvalS
 
 def _suite_from_yaml(data: dict[str, Any], where: str) -> Suite:
     _check_schema(data, _SUITE_SCHEMA, where)
-    try:
-        regimes.parse(data["regime"])
+    try:  # one regime, or several comma-separated (a sweep: each its own cells)
+        regimes.parse_list(data["regime"])
     except UserError as error:
         raise UserError(f"{where}: field 'regime': {error}") from None
     if not data["tasks"] or not all(isinstance(t, str) for t in data["tasks"]):
