@@ -31,6 +31,7 @@ with the three probes in one process; test sets are 1,000 rows (prediction does 
 
     nice python benchmarks/bench_probes.py                     # digits, 1k, vtab
     nice python benchmarks/bench_probes.py --only 20k          # the large size (scikit-learn takes minutes)
+    nice python benchmarks/bench_probes.py --only 20k --probes ridge,knn --no-clip   # without the logistic fits
 """
 
 from __future__ import annotations
@@ -264,18 +265,21 @@ def child(args) -> dict:
     out = {}
     for family, ours, theirs in [("logistic", vtabkit_logistic, sklearn_logistic), ("ridge", vtabkit_ridge, sklearn_ridge),
                                  ("knn", vtabkit_knn, sklearn_knn)]:
+        if family not in args.probes.split(","):
+            continue
         cold = _timed(ours, train, val, test, classes)
         cold.update(counter.take())
         warm = _timed(ours, train, val, test, classes)
         out[family] = {"cold": cold, "warm": warm, "sklearn": _timed(theirs, train, val, test, classes)}
-    if not args.no_clip:
+    if not args.no_clip and "logistic" in out:
         out["logistic"]["clip"] = _timed(clip_probe, train, val, test, classes)
     return out
 
 
 def spawn(case: str, features: str = "well", buckets: str = "on", disk_cache: str | None = None,
-          no_clip: bool = False) -> dict:
-    command = [sys.executable, __file__, "--child", case, "--features", features, "--buckets", buckets]
+          no_clip: bool = False, probes: str = "logistic,ridge,knn") -> dict:
+    command = [sys.executable, __file__, "--child", case, "--features", features, "--buckets", buckets,
+               "--probes", probes]
     command += ["--disk-cache", disk_cache] if disk_cache else []
     command += ["--no-clip"] if no_clip else []
     done = subprocess.run(command, capture_output=True, text=True)
@@ -292,6 +296,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["digits", "1k", "20k", "vtab"], action="append")
     parser.add_argument("--no-clip", action="store_true", help="leave out the CLIP_benchmark-style probe")
+    parser.add_argument("--probes", default="logistic,ridge,knn",
+                        help="comma-separated subset of logistic,ridge,knn for the size rows (default: all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--features", default="well", choices=["well", "ill"], help=argparse.SUPPRESS)
     parser.add_argument("--buckets", default="on", choices=["on", "off"], help=argparse.SUPPRESS)
@@ -310,9 +316,11 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|")
     for case in rows:
         for features in ("well", "ill"):
-            r = spawn(case, features, no_clip=args.no_clip)
+            r = spawn(case, features, no_clip=args.no_clip, probes=args.probes)
             for family, named in [("logistic", "sklearn LogisticRegression"), ("ridge", "sklearn RidgeClassifier"),
                                   ("knn", "sklearn KNeighborsClassifier"), ("logistic", "CLIP_benchmark probe")]:
+                if family not in r:
+                    continue
                 ref = r[family]["clip" if named.startswith("CLIP") else "sklearn"] if (
                     not named.startswith("CLIP") or "clip" in r[family]) else None
                 if ref is None:

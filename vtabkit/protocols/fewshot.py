@@ -318,6 +318,43 @@ def _fit_host(x: np.ndarray, y: np.ndarray, num_classes: int) -> Ridge:
     return Ridge(mean, scale, basis, eigvals, coef, factor, targets, np.ones(n), np.ones(num_classes, bool))
 
 
+class Direct(NamedTuple):
+    """The host path's ridge at ONE λ (``l2_selection: fixed``): its weights by a Cholesky solve,
+    several times cheaper than the eigendecomposition a λ grid needs, and the same solution."""
+
+    mean: np.ndarray  # (d,)
+    scale: np.ndarray  # (d,)
+    weights: np.ndarray  # (d + 1, c), bias row last
+
+
+@one_blas_thread
+def _solve_host(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float) -> Direct:
+    """(XᵀX + λI)⁻¹XᵀY, or Xᵀ(XXᵀ + λI)⁻¹Y when n <= d, in float64 (X, Y as in ``_fit``)."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    mean = x.mean(0)
+    scale = np.sqrt(((x - mean) ** 2).mean(0)) + STD_EPS
+    design = _design(x, mean, scale, np)
+    targets = 2.0 * (y.astype(np.float64) if y.ndim == 2 else np.eye(num_classes)[y]) - 1.0
+    n, p = design.shape
+    if n > p - 1:
+        gram = design.T @ design + l2 * np.eye(p)
+        weights = cho_solve(cho_factor(gram), design.T @ targets)
+    else:
+        gram = design @ design.T + l2 * np.eye(n)
+        weights = design.T @ cho_solve(cho_factor(gram), targets)
+    return Direct(mean, scale, weights)
+
+
+@one_blas_thread
+def _direct_scores(direct: Direct, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    blocks = [_design(x[i:i + QUERY_CHUNK], direct.mean, direct.scale, np) @ direct.weights
+              for i in range(0, max(len(x), 1), QUERY_CHUNK)]
+    return np.concatenate(blocks)
+
+
 def _host_logits(ridge: Ridge, x: np.ndarray, l2s: Sequence[float]):
     """Per block of QUERY_CHUNK query rows, a function λ → logits (float64) of those rows."""
     x = np.asarray(x, np.float64)
@@ -416,6 +453,9 @@ def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
     all of ``(train_x, train_y)`` with one eigendecomposition for every λ, on ``solver``
     (``device`` or ``host``).
     """
+    if solver == "host" and len(l2s) == 1:
+        return np.argmax(_direct_scores(_solve_host(train_x, train_y, int(num_classes), float(l2s[0])), query_x),
+                         axis=1)[None, :len(query_x)]
     ridge = fit_ridge(train_x, train_y, num_classes, solver=solver)
     if _on_host(ridge):
         return _host_predict_grid(ridge, query_x, [float(l2) for l2 in l2s])[:, :len(query_x)]
@@ -487,7 +527,7 @@ def _is_single_cell(config: dict[str, Any]) -> bool:
 # Evaluation
 # ---------------------------------------------------------------------------------------------
 
-def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
+def _choose_l2(ridge: Ridge | Direct, few_shot_y: np.ndarray, val: Split | None,
                cell: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     """λ for this cell and what to record about how it was chosen. Never sees test data."""
     selection = cell["l2_selection"]
@@ -525,14 +565,17 @@ def _choose_l2_by_map(ridge: Ridge, val: Split) -> tuple[float, dict[str, Any]]:
 
 @dataclasses.dataclass
 class FewShotHead:
-    """The eigendecomposed ridge problem of one few-shot set and the λ chosen for it."""
+    """The eigendecomposed ridge problem of one few-shot set and the λ chosen for it (on the host
+    path with a fixed λ: the weights at that λ)."""
 
-    ridge: Ridge
+    ridge: Ridge | Direct
     l2: float
 
 
 def predict(head: FewShotHead, x: np.ndarray) -> np.ndarray:
     """Ridge outputs (N, C) of features ``x`` (the argmax is the predicted class)."""
+    if isinstance(head.ridge, Direct):
+        return _direct_scores(head.ridge, x).astype(_float_dtype())
     if _on_host(head.ridge):
         return _host_scores(head.ridge, x, head.l2)
     l2 = jnp.asarray(head.l2, _float_dtype())
@@ -543,6 +586,14 @@ def predict(head: FewShotHead, x: np.ndarray) -> np.ndarray:
 def _solver(few_x: np.ndarray, num_classes: int, config: dict[str, Any]) -> str:
     # Few-shot examples x width x classes, as the linear probe's threshold.
     return solver_for(few_x.shape[0] * few_x.shape[1] * num_classes, config["host_max_size"])
+
+
+def _fit_for(few_x: np.ndarray, few_y: np.ndarray, num_classes: int, solver: str,
+             config: dict[str, Any]) -> Ridge | Direct:
+    # A fixed λ on the host needs no eigendecomposition (nothing else is tried).
+    if solver == "host" and config["l2_selection"] == "fixed":
+        return _solve_host(few_x, few_y, num_classes, float(config["l2"]))
+    return fit_ridge(few_x, few_y, num_classes, solver=solver)
 
 
 def fit(train: Split, val: Split | None, *, num_classes: int, target: str, config: dict[str, Any],
@@ -558,7 +609,7 @@ def fit(train: Split, val: Split | None, *, num_classes: int, target: str, confi
     index = sample_few_shot(train[1], shots, seed)
     few_x, few_y = train[0][index], train[1][index]
     solver = _solver(few_x, num_classes, config)
-    ridge = fit_ridge(few_x, few_y, num_classes, solver=solver)
+    ridge = _fit_for(few_x, few_y, num_classes, solver, config)
     l2, selection_record = _choose_l2(ridge, few_y, val, config)
     per_class = np.bincount(few_y, minlength=num_classes)
     present = per_class[np.bincount(train[1], minlength=num_classes) > 0]
@@ -575,7 +626,7 @@ def _fit_multi(train: Split, val: Split | None, num_classes: int, shots: int, se
     size = min(shots * num_classes, len(train[1]))
     few_x, few_y = train[0][:size], train[1][:size]
     solver = _solver(few_x, num_classes, config)
-    ridge = fit_ridge(few_x, few_y, num_classes, solver=solver)
+    ridge = _fit_for(few_x, few_y, num_classes, solver, config)
     l2, selection_record = _choose_l2(ridge, few_y, val, config)
     positives = few_y.sum(0)
     details = {"setting": f"{shots}shot", "shots": shots, "seed": seed, "l2": l2,
