@@ -16,9 +16,11 @@ Pairs, on the same features:
   weight decay searched on val over 97 log-spaced values in [1e-6, 1e2] (7 coarse points, then
   4 rounds probing ±8, ±4, ±2, ±1 places around the best), refit on train+val.
 - ridge: vtabkit's few-shot ridge classifier (``fewshot.ridge_predict``, λ = 1024) fitted on
-  the whole train split against ``RidgeClassifier(alpha=1024)`` on StandardScaler features.
+  the whole train split against ``RidgeClassifier(alpha=1024)`` on StandardScaler features; the
+  host or device path as the protocol's ``host_max_size`` picks it for a set of that size.
 - kNN: vtabkit's k-NN probe (k from 10/20/100/200 on val, refit bank train+val) against
-  ``KNeighborsClassifier`` (cosine, brute force, uniform votes, same k choice and bank).
+  ``KNeighborsClassifier`` (cosine, brute force, uniform votes, same k choice and bank). The
+  "choice" column names the path (host / device) each of vtabkit's probes took.
 
 Features: ``well`` = isotropic Gaussian class clusters (digits: the real pixels); ``ill`` = the
 same features times a random rotation with singular values from 1 to 1e-4 (condition number
@@ -29,6 +31,7 @@ with the three probes in one process; test sets are 1,000 rows (prediction does 
 
     nice python benchmarks/bench_probes.py                     # digits, 1k, vtab
     nice python benchmarks/bench_probes.py --only 20k          # the large size (scikit-learn takes minutes)
+    nice python benchmarks/bench_probes.py --only 20k --probes ridge,knn --no-clip   # without the logistic fits
 """
 
 from __future__ import annotations
@@ -107,15 +110,18 @@ def vtabkit_logistic(train, val, test, classes) -> dict:
 
 
 def vtabkit_ridge(train, val, test, classes) -> dict:
-    from vtabkit.protocols import fewshot
-    predicted = fewshot.ridge_predict(train[0], train[1], test[0], classes, [1024.0])[0]
-    return {"top1": float(np.mean(predicted == test[1])), "choice": "λ 1024"}
+    from vtabkit.protocols import fewshot, merge_config
+    from vtabkit.protocols.common import solver_for
+    # The path the protocol would take for a few-shot set of this size (its host_max_size).
+    solver = solver_for(train[0].size * classes, merge_config("fewshot", None)["host_max_size"])
+    predicted = fewshot.ridge_predict(train[0], train[1], test[0], classes, [1024.0], solver=solver)[0]
+    return {"top1": float(np.mean(predicted == test[1])), "choice": "λ 1024", "path": solver}
 
 
 def vtabkit_knn(train, val, test, classes) -> dict:
     from vtabkit.protocols import knn
     out = knn.evaluate_features(train, val, test, classes)
-    return {"top1": out["top1"], "choice": f"k {out['k']}"}
+    return {"top1": out["top1"], "choice": f"k {out['k']}", "path": out["solver"]}
 
 
 # --- scikit-learn ----------------------------------------------------------------------------
@@ -225,7 +231,7 @@ def clip_probe(train, val, test, classes) -> dict:
 def vtab_phase(counter) -> dict:
     from vtabkit.protocols import fewshot, knn, linear
     seconds = {"linear": 0.0, "fewshot": 0.0, "knn": 0.0}
-    paths = []
+    host = {"linear": 0, "fewshot": 0, "knn": 0}  # solves (fewshot: cells) done on the host path
     for name, classes in VTAB_CLASSES.items():
         seed = sum(map(ord, name))
         train, val = clusters(800, 768, classes, seed), clusters(200, 768, classes, seed + 1)
@@ -235,10 +241,10 @@ def vtab_phase(counter) -> dict:
             started = time.perf_counter()
             out = call(train, val, test, classes)
             seconds[protocol] += time.perf_counter() - started
-            if protocol == "linear":
-                paths.append(out["solver"])
+            host[protocol] += sum(cell["solver"] == "host" for cell in out.get("per_cell", [out]))
     return {"s": sum(seconds.values()), **{f"{k}_s": v for k, v in seconds.items()}, **counter.take(),
-            "fit_path_compiles": linear.fit_path._cache_size(), "host_solves": paths.count("host")}
+            "fit_path_compiles": linear.fit_path._cache_size(), "host_solves": host,
+            "fewshot_cells": len(fewshot.cells(fewshot.merge_config("fewshot", None)))}
 
 
 def child(args) -> dict:
@@ -259,18 +265,21 @@ def child(args) -> dict:
     out = {}
     for family, ours, theirs in [("logistic", vtabkit_logistic, sklearn_logistic), ("ridge", vtabkit_ridge, sklearn_ridge),
                                  ("knn", vtabkit_knn, sklearn_knn)]:
+        if family not in args.probes.split(","):
+            continue
         cold = _timed(ours, train, val, test, classes)
         cold.update(counter.take())
         warm = _timed(ours, train, val, test, classes)
         out[family] = {"cold": cold, "warm": warm, "sklearn": _timed(theirs, train, val, test, classes)}
-    if not args.no_clip:
+    if not args.no_clip and "logistic" in out:
         out["logistic"]["clip"] = _timed(clip_probe, train, val, test, classes)
     return out
 
 
 def spawn(case: str, features: str = "well", buckets: str = "on", disk_cache: str | None = None,
-          no_clip: bool = False) -> dict:
-    command = [sys.executable, __file__, "--child", case, "--features", features, "--buckets", buckets]
+          no_clip: bool = False, probes: str = "logistic,ridge,knn") -> dict:
+    command = [sys.executable, __file__, "--child", case, "--features", features, "--buckets", buckets,
+               "--probes", probes]
     command += ["--disk-cache", disk_cache] if disk_cache else []
     command += ["--no-clip"] if no_clip else []
     done = subprocess.run(command, capture_output=True, text=True)
@@ -287,6 +296,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["digits", "1k", "20k", "vtab"], action="append")
     parser.add_argument("--no-clip", action="store_true", help="leave out the CLIP_benchmark-style probe")
+    parser.add_argument("--probes", default="logistic,ridge,knn",
+                        help="comma-separated subset of logistic,ridge,knn for the size rows (default: all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--features", default="well", choices=["well", "ill"], help=argparse.SUPPRESS)
     parser.add_argument("--buckets", default="on", choices=["on", "off"], help=argparse.SUPPRESS)
@@ -305,9 +316,11 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|")
     for case in rows:
         for features in ("well", "ill"):
-            r = spawn(case, features, no_clip=args.no_clip)
+            r = spawn(case, features, no_clip=args.no_clip, probes=args.probes)
             for family, named in [("logistic", "sklearn LogisticRegression"), ("ridge", "sklearn RidgeClassifier"),
                                   ("knn", "sklearn KNeighborsClassifier"), ("logistic", "CLIP_benchmark probe")]:
+                if family not in r:
+                    continue
                 ref = r[family]["clip" if named.startswith("CLIP") else "sklearn"] if (
                     not named.startswith("CLIP") or "clip" in r[family]) else None
                 if ref is None:
@@ -320,7 +333,8 @@ def main() -> None:
                       f"| {ref['s'] / cold['s']:.2f}x | {ref['s'] / warm['s']:.2f}x |", flush=True)
     if "vtab" in groups:
         print("\n| VTAB-1k probe phase (19 tasks x linear, fewshot, knn; 768-d) | wall s | linear s | fewshot s "
-              "| knn s | XLA compiles | fit_path compiles | linear host solves | loaded from disk cache |")
+              "| knn s | XLA compiles | fit_path compiles | host solves (linear / fewshot cells / knn) "
+              "| loaded from disk cache |")
         print("|---|---|---|---|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as folder:
             for label, buckets, disk in [("no buckets (cold process)", "off", None),
@@ -328,7 +342,9 @@ def main() -> None:
                                          ("buckets, second process (disk cache)", "on", folder)]:
                 r = spawn("vtab", buckets=buckets, disk_cache=disk)
                 print(f"| {label} | {r['s']:.1f} | {r['linear_s']:.1f} | {r['fewshot_s']:.1f} | {r['knn_s']:.1f} "
-                      f"| {r['compilations']} | {r['fit_path_compiles']} | {r['host_solves']} "
+                      f"| {r['compilations']} | {r['fit_path_compiles']} "
+                      f"| {r['host_solves']['linear']}/19, {r['host_solves']['fewshot']}/{19 * r['fewshot_cells']}, "
+                      f"{r['host_solves']['knn']}/19 "
                       f"| {r['compile_cache_hits']} |", flush=True)
 
 

@@ -36,10 +36,15 @@ def reference_predict(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarra
     return np.argmax(votes, axis=1)
 
 
+# Both solvers: the device path (JAX, shape buckets) and the host path (NumPy, below host_max_size).
+SOLVERS = {"device": {"host_max_size": 0}, "host": {"host_max_size": 1e30}}
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("chunk_size", [1, 64, 77, 597, 4096])  # 597 test rows: ragged ends
-def test_predictions_equal_brute_force(digits, chunk_size):
+def test_predictions_equal_brute_force(digits, chunk_size, solver):
     (bank_x, bank_y), (test_x, _) = digits["train"], digits["test"]
-    got = knn.knn_predict(bank_x, bank_y, test_x, NUM_CLASSES, KS, chunk_size=chunk_size)
+    got = knn.knn_predict(bank_x, bank_y, test_x, NUM_CLASSES, KS, chunk_size=chunk_size, solver=solver)
     assert sorted(got) == list(KS)
     for k in KS:
         np.testing.assert_array_equal(got[k], reference_predict(bank_x, bank_y, test_x, k),
@@ -61,10 +66,12 @@ def test_temperature_is_used(digits):
     np.testing.assert_array_equal(got[200], reference_predict(bank_x, bank_y, test_x, 200, 1.0))
 
 
-def test_without_val_uses_the_configured_k(digits):
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_without_val_uses_the_configured_k(digits, solver):
     test_x, test_y = digits["test"]
     for k in (20, 100):
-        result = knn.evaluate_features(digits["train"], None, digits["test"], NUM_CLASSES, {"k": k})
+        result = knn.evaluate_features(digits["train"], None, digits["test"], NUM_CLASSES, {"k": k, **SOLVERS[solver]})
+        assert result["solver"] == solver
         expected = np.mean(reference_predict(*digits["train"], test_x, k) == test_y)
         assert result["top1"] == pytest.approx(expected, abs=1e-12)
         assert result["k"] == result["k_used"] == k and result["k_selection"] == "default"
@@ -86,8 +93,10 @@ def test_val_selection_only_tries_the_listed_ks(digits):
     assert set(result["val_top1_at_k"]) == {"10", "100"} and result["k"] in (10, 100)
 
 
-def test_with_val_k_is_chosen_on_val_and_test_uses_train_plus_val(digits):
-    result = knn.evaluate_features(digits["train"], digits["val"], digits["test"], NUM_CLASSES)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_with_val_k_is_chosen_on_val_and_test_uses_train_plus_val(digits, solver):
+    result = knn.evaluate_features(digits["train"], digits["val"], digits["test"], NUM_CLASSES, SOLVERS[solver])
+    assert result["solver"] == solver
     val_x, val_y = digits["val"]
     val_scores = {k: np.mean(reference_predict(*digits["train"], val_x, k) == val_y) for k in KS}
     best = max(val_scores.values())

@@ -99,17 +99,19 @@ def test_knn_multilabel_votes_equal_brute_force(data, chunk_size):
 
 
 def test_knn_multilabel_protocol_scores_are_the_brute_force_shares(data):
-    """The protocol: k chosen on val by mAP (bank = train), test scored with bank = train+val."""
+    """The protocol: k chosen on val by mAP (bank = train), test scored with bank = train+val.
+    mAP ranks the float32 vote shares, so near-equal shares may swap against the float64
+    reference: equal within 1e-3 (the shares themselves within 2e-5, above)."""
     result = knn.evaluate_features(data["train"], data["val"], data["test"], CLASSES)
     k = result["k"]
     val_maps = {int(key): value for key, value in result["val_map_at_k"].items()}
     for each, value in val_maps.items():
         shares = _brute_force_shares(*data["train"], data["val"][0], each)
         assert value == pytest.approx(metrics.get_metric("map").function(knn.scores_from_votes(shares, True),
-                                                                         data["val"][1]), abs=1e-6)
+                                                                         data["val"][1]), abs=1e-3)
     assert val_maps[k] == max(val_maps.values())
     bank_x = np.concatenate([data["train"][0], data["val"][0]])
     bank_y = np.concatenate([data["train"][1], data["val"][1]])
     shares = _brute_force_shares(bank_x, bank_y, data["test"][0], k)
     expected = metrics.get_metric("map").function(knn.scores_from_votes(shares, True), data["test"][1])
-    assert result["map"] == pytest.approx(expected, abs=1e-6)
+    assert result["map"] == pytest.approx(expected, abs=1e-3)

@@ -34,7 +34,7 @@ def _clusters(n, d, classes, seed, multi=False):
 def test_fewshot_bucketed_equals_exact_shape(shots, d, classes, selection, monkeypatch):
     train = _clusters(shots * classes * 4, d, classes, seed=d)
     val, test = _clusters(150, d, classes, seed=d + 1), _clusters(333, d, classes, seed=d + 2)
-    cell = {"shots": shots, "seed": 1, "l2_selection": selection, "l2": 64.0}
+    cell = {"shots": shots, "seed": 1, "l2_selection": selection, "l2": 64.0, "host_max_size": 0}  # the device path
     out, heads = {}, {}
     for buckets in (False, True):
         monkeypatch.setattr(fewshot, "SHAPE_BUCKETS", buckets)
@@ -73,7 +73,8 @@ def test_fewshot_suite_compiles_once_per_bucket(monkeypatch):
     for classes in VTAB_CLASSES:
         train, val = _clusters(3 * classes, widths[classes], classes, 5), _clusters(200, widths[classes], classes, 6)
         for shots in (1, 2):
-            config = fewshot.merge_config("fewshot", {"shots": shots, "seed": 0, "l2_selection": "val"})
+            config = fewshot.merge_config("fewshot", {"shots": shots, "seed": 0, "l2_selection": "val",
+                                                      "host_max_size": 0})
             fewshot.fit(train, val, num_classes=classes, target="single", config=config)
     assert fewshot._fit._cache_size() - before[0] <= len(fits)
     # Every val split (200 rows) is one 256-row query block: one scoring compile per ridge shape.
@@ -87,7 +88,7 @@ def test_fewshot_suite_compiles_once_per_bucket(monkeypatch):
 def test_knn_bucketed_equals_exact_shape(n_train, d, classes, multi, monkeypatch):
     train = _clusters(n_train, d, classes, seed=d, multi=multi)
     val, test = _clusters(70, d, classes, seed=d + 1, multi=multi), _clusters(300, d, classes, d + 2, multi)
-    config = knn.merge_config("knn", {"chunk_size": 128})
+    config = knn.merge_config("knn", {"chunk_size": 128, "host_max_size": 0})  # the device path
     out, scores = {}, {}
     for buckets in (False, True):
         monkeypatch.setattr(knn, "SHAPE_BUCKETS", buckets)
@@ -115,7 +116,7 @@ def test_knn_suite_compiles_once_per_bucket(monkeypatch):
     banks = {(bucket(n + m, knn.BANK_FLOOR), bucket(d, knn.WIDTH_FLOOR), bucket(c, knn.CLASS_FLOOR), ks)
              for n, d, c in shapes for m, ks in ((0, 4), (100, 1))}
     assert len(banks) <= 10
-    config = knn.merge_config("knn", None)
+    config = knn.merge_config("knn", {"host_max_size": 0})
     before = knn._votes_chunk._cache_size()
     for n, d, classes in shapes:
         train, val = _clusters(n, d, classes, 3), _clusters(100, d, classes, 4)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import wraps
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from vtabkit.errors import UserError
 from vtabkit.tasks import View
@@ -116,6 +118,23 @@ def check_list(protocol: str, config: dict, key: str, kind, ok=lambda value: Tru
 
 def _as_tuple(kind) -> tuple:
     return kind if isinstance(kind, tuple) else (kind,)
+
+
+def solver_for(size: float, host_max_size: float) -> str:
+    """``host`` (NumPy/SciPy, no compile) for a problem of ``size`` at or below ``host_max_size``
+    (a probe's setting; 0: never), else ``device`` (compiled JAX)."""
+    return "host" if size <= float(host_max_size) else "device"
+
+
+def one_blas_thread(function: Callable) -> Callable:
+    """Run ``function`` with NumPy's BLAS on one thread: the host paths' matrices are small, and
+    with JAX's CPU threads in the process OpenBLAS's own contend with them (measured: the first
+    768 x 768 eigh took 4 s on 2 threads, 0.2 s on one; k-NN votes at 1000 x 768 2.5x slower)."""
+    @wraps(function)
+    def limited(*args, **kwargs):
+        with threadpool_limits(1, user_api="blas"):
+            return function(*args, **kwargs)
+    return limited
 
 
 def bucket(n: int, floor: int) -> int:

@@ -38,7 +38,9 @@ unless jax_enable_x64), with full-precision matrix products so results do not de
 bf16 matmul defaults of the accelerator. Solves are padded to shape buckets (``common.bucket``:
 rows masked out of the statistics and targets, zero feature columns, masked classes) so that the
 many few-shot set sizes of a suite share a few compiles; ``SHAPE_BUCKETS = False`` solves at the
-exact shape (tests compare the two).
+exact shape (tests compare the two). At or below ``host_max_size`` (few-shot examples x width x
+classes) NumPy solves the same problem on the host in float64 instead, with no compile
+(``details.solver``: ``host`` or ``device``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ import numpy as np
 from vtabkit import metrics, regimes
 from vtabkit.errors import UserError
 from vtabkit.protocols import merge_config
-from vtabkit.protocols.common import Number, bucket, check_setting, check_splits, headline, target_kind
+from vtabkit.protocols.common import (Number, bucket, check_setting, check_splits, headline, one_blas_thread,
+                                      solver_for, target_kind)
 
 DESCRIPTION = ("few-shot linear: closed-form ridge regression on 1/5/10/25 examples per class, "
                "3 seeds (ViT/BiT/big_vision)")
@@ -138,9 +141,10 @@ def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, precision=_HIGHEST)
 
 
-def _design(x: jax.Array, mean: jax.Array, scale: jax.Array) -> jax.Array:
+def _design(x: jax.Array, mean: jax.Array, scale: jax.Array, xp: Any = jnp) -> jax.Array:
+    # ``xp``: jax.numpy on device, numpy on the host path.
     z = (x - mean) / scale
-    return jnp.concatenate([z, jnp.full((x.shape[0], 1), BIAS, z.dtype)], axis=1)
+    return xp.concatenate([z, xp.full((x.shape[0], 1), BIAS, z.dtype)], axis=1)
 
 
 def _is_dual(ridge: Ridge) -> bool:
@@ -210,16 +214,16 @@ def _shrunk_coef(ridge: Ridge, l2: jax.Array) -> jax.Array:
     return ridge.coef / (ridge.eigvals + l2)[:, None]
 
 
-def _logits_fn(ridge: Ridge, design: jax.Array, grid: int):
+def _logits_fn(ridge: Ridge, design: jax.Array, grid: int, mm=_mm):
     """A function λ → logits (m, c) of ``design`` rows, by the cheaper of two exact routes for
     these shapes and ``grid`` λ values: form the (p, c) weights per λ and multiply, or project
     onto the eigenbasis once and apply only the shrunk coefficients per λ (wins for long λ grids
-    with many classes)."""
+    with many classes). ``mm``: the matrix product (``np.matmul`` on the host path)."""
     (m, p), r, c = design.shape, ridge.eigvals.shape[0], ridge.coef.shape[1]
     if grid * (p * r * c + m * p * c) <= m * p * r + grid * m * r * c:
-        return lambda l2: _mm(design, _mm(ridge.basis, _shrunk_coef(ridge, l2)))
-    projected = _mm(design, ridge.basis)
-    return lambda l2: _mm(projected, _shrunk_coef(ridge, l2))
+        return lambda l2: mm(design, mm(ridge.basis, _shrunk_coef(ridge, l2)))
+    projected = mm(design, ridge.basis)
+    return lambda l2: mm(projected, _shrunk_coef(ridge, l2))
 
 
 @jax.jit
@@ -269,15 +273,140 @@ def _loo_correct_grid(ridge: Ridge, y: jax.Array, l2s: jax.Array) -> jax.Array:
     return jax.lax.map(correct, l2s)
 
 
+# ---------------------------------------------------------------------------------------------
+# The same ridge on the host (NumPy, float64), for problems too small to pay for a compile
+# ---------------------------------------------------------------------------------------------
+# Below ``host_max_size`` (few-shot examples x width x classes) compiling ``_fit`` and its
+# scoring functions costs more than the whole solve. The host path runs the same steps at the
+# exact shape (no padding, so no masks): standardisation, bias column, ±1 targets, the one
+# eigendecomposition with the bias eigenvalue set apart, the dual when n <= d, the same λ grid,
+# leave-one-out formula and argmax (ties to the lower class index). It works in float64, so it
+# is at least as exact as the device's float32; scores come back in the device's float type.
+
+def _on_host(ridge: Ridge) -> bool:
+    # A host ridge holds NumPy arrays; jax Arrays are not np.ndarray.
+    return isinstance(ridge.eigvals, np.ndarray)
+
+
+@one_blas_thread
+def _fit_host(x: np.ndarray, y: np.ndarray, num_classes: int) -> Ridge:
+    """``_fit`` of all rows of ``(x, y)`` in NumPy float64."""
+    x = np.asarray(x, np.float64)
+    (n, d), y = x.shape, np.asarray(y)
+    mean = x.mean(0)
+    scale = np.sqrt(((x - mean) ** 2).mean(0)) + STD_EPS
+    design = _design(x, mean, scale, np)
+    z = design[:, :-1]
+    hot = y.astype(np.float64) if y.ndim == 2 else np.eye(num_classes)[y]
+    targets = 2.0 * hot - 1.0
+    if n <= d:  # dual, on the complement of the all-ones vector (see ``_fit``)
+        unit = np.full(n, 1.0 / np.sqrt(n))
+        v = unit.copy()
+        v[0] += 1.0
+        complement = (np.eye(n) - 2.0 * np.outer(v, v) / (v @ v))[:, 1:]
+        reduced = complement.T @ z
+        eigvals, w = np.linalg.eigh(reduced @ reduced.T)
+        u = np.c_[complement @ w, unit]
+        basis, coef, factor = design.T @ u, u.T @ targets, u
+    else:
+        eigvals, v_z = np.linalg.eigh(z.T @ z)
+        basis = np.zeros((d + 1, d + 1))
+        basis[:d, :d], basis[d, d] = v_z, 1.0
+        factor = design @ basis
+        coef = factor.T @ targets
+    eigvals = np.r_[np.maximum(eigvals, 0.0), n * BIAS ** 2]
+    return Ridge(mean, scale, basis, eigvals, coef, factor, targets, np.ones(n), np.ones(num_classes, bool))
+
+
+class Direct(NamedTuple):
+    """The host path's ridge at ONE λ (``l2_selection: fixed``): its weights by a Cholesky solve,
+    several times cheaper than the eigendecomposition a λ grid needs, and the same solution."""
+
+    mean: np.ndarray  # (d,)
+    scale: np.ndarray  # (d,)
+    weights: np.ndarray  # (d + 1, c), bias row last
+
+
+@one_blas_thread
+def _solve_host(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float) -> Direct:
+    """(XᵀX + λI)⁻¹XᵀY, or Xᵀ(XXᵀ + λI)⁻¹Y when n <= d, in float64 (X, Y as in ``_fit``)."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    mean = x.mean(0)
+    scale = np.sqrt(((x - mean) ** 2).mean(0)) + STD_EPS
+    design = _design(x, mean, scale, np)
+    targets = 2.0 * (y.astype(np.float64) if y.ndim == 2 else np.eye(num_classes)[y]) - 1.0
+    n, p = design.shape
+    if n > p - 1:
+        gram = design.T @ design + l2 * np.eye(p)
+        weights = cho_solve(cho_factor(gram), design.T @ targets)
+    else:
+        gram = design @ design.T + l2 * np.eye(n)
+        weights = design.T @ cho_solve(cho_factor(gram), targets)
+    return Direct(mean, scale, weights)
+
+
+@one_blas_thread
+def _direct_scores(direct: Direct, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    blocks = [_design(x[i:i + QUERY_CHUNK], direct.mean, direct.scale, np) @ direct.weights
+              for i in range(0, max(len(x), 1), QUERY_CHUNK)]
+    return np.concatenate(blocks)
+
+
+def _host_logits(ridge: Ridge, x: np.ndarray, l2s: Sequence[float]):
+    """Per block of QUERY_CHUNK query rows, a function λ → logits (float64) of those rows."""
+    x = np.asarray(x, np.float64)
+    for start in range(0, max(len(x), 1), QUERY_CHUNK):
+        design = _design(x[start:start + QUERY_CHUNK], ridge.mean, ridge.scale, np)
+        yield _logits_fn(ridge, design, len(l2s), np.matmul)
+
+
+@one_blas_thread
+def _host_predict_grid(ridge: Ridge, x: np.ndarray, l2s: Sequence[float]) -> np.ndarray:
+    """``_predict_grid`` on the host: predicted classes (len(l2s), m)."""
+    blocks = [np.stack([np.argmax(logits(l2), axis=1) for l2 in l2s]) for logits in _host_logits(ridge, x, l2s)]
+    return np.concatenate(blocks, axis=1)
+
+
+@one_blas_thread
+def _host_scores(ridge: Ridge, x: np.ndarray, l2: float) -> np.ndarray:
+    """``_scores`` on the host, in the device's float type."""
+    return np.concatenate([logits(l2) for logits in _host_logits(ridge, x, [l2])]).astype(_float_dtype())
+
+
+@one_blas_thread
+def _host_loo_correct_grid(ridge: Ridge, y: np.ndarray, l2s: Sequence[float]) -> np.ndarray:
+    """``_loo_correct_grid`` on the host (same formulas; see there)."""
+    factor, targets, eigvals = ridge.train_factor, ridge.targets, ridge.eigvals
+    counts = []
+    for l2 in l2s:
+        if _is_dual(ridge):
+            keep = l2 / (eigvals + l2)
+            residual = factor @ (keep[:, None] * ridge.coef)
+            one_minus_h = (factor ** 2) @ keep
+        else:
+            residual = targets - factor @ _shrunk_coef(ridge, l2)
+            one_minus_h = 1.0 - (factor ** 2) @ (1.0 / (eigvals + l2))
+        loo = targets - residual / np.maximum(one_minus_h, np.finfo(np.float64).tiny)[:, None]
+        counts.append(int(np.sum(np.argmax(loo, axis=1) == y)))
+    return np.asarray(counts)
+
+
 def _padded(array: np.ndarray, shape: tuple[int, ...], fill: Any = 0) -> np.ndarray:
     out = np.full(shape, fill, array.dtype)
     out[tuple(slice(0, n) for n in array.shape)] = array
     return out
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, num_classes: int, buckets: bool | None = None) -> Ridge:
-    """The eigendecomposed ridge problem of training set ``(x, y)`` (no sampling, no checks),
-    padded to its shape bucket unless ``buckets`` (default ``SHAPE_BUCKETS``) is False."""
+def fit_ridge(x: np.ndarray, y: np.ndarray, num_classes: int, buckets: bool | None = None,
+              solver: str = "device") -> Ridge:
+    """The eigendecomposed ridge problem of training set ``(x, y)`` (no sampling, no checks):
+    on the device, padded to its shape bucket unless ``buckets`` (default ``SHAPE_BUCKETS``) is
+    False, or with ``solver="host"`` in NumPy at its exact shape."""
+    if solver == "host":
+        return _fit_host(x, y, int(num_classes))
     buckets = SHAPE_BUCKETS if buckets is None else buckets
     dtype = _float_dtype()
     (n, d), c = np.shape(x), int(num_classes)
@@ -317,13 +446,19 @@ def _query_blocks(ridge: Ridge, x: np.ndarray, fill: np.ndarray | None = None):
 
 
 def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
-                  num_classes: int, l2s: Sequence[float]) -> np.ndarray:
+                  num_classes: int, l2s: Sequence[float], solver: str = "device") -> np.ndarray:
     """Predicted classes of ``query_x`` for each λ in ``l2s``, shape ``(len(l2s), m)``.
 
     The full protocol classifier (standardise, bias column, ±1 targets, ridge, argmax) fitted on
-    all of ``(train_x, train_y)`` with one eigendecomposition for every λ.
+    all of ``(train_x, train_y)`` with one eigendecomposition for every λ, on ``solver``
+    (``device`` or ``host``).
     """
-    ridge = fit_ridge(train_x, train_y, num_classes)
+    if solver == "host" and len(l2s) == 1:
+        return np.argmax(_direct_scores(_solve_host(train_x, train_y, int(num_classes), float(l2s[0])), query_x),
+                         axis=1)[None, :len(query_x)]
+    ridge = fit_ridge(train_x, train_y, num_classes, solver=solver)
+    if _on_host(ridge):
+        return _host_predict_grid(ridge, query_x, [float(l2) for l2 in l2s])[:, :len(query_x)]
     l2s = jnp.asarray(l2s, _float_dtype())
     blocks = [(_predict_grid(ridge, x, l2s), n) for x, _, n in _query_blocks(ridge, query_x)]
     return np.concatenate([np.asarray(p)[:, :n] for p, n in blocks], axis=1)
@@ -332,6 +467,9 @@ def ridge_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray,
 def ridge_top1(ridge: Ridge, split: Split, l2s: Sequence[float]) -> np.ndarray:
     """Top-1 of the fitted ``ridge`` on ``split = (x, y)`` for each λ in ``l2s`` (float64)."""
     x, y = split
+    if _on_host(ridge):
+        predicted = _host_predict_grid(ridge, x, [float(l2) for l2 in l2s])[:, :len(y)]
+        return (predicted == np.asarray(y)[None, :]).sum(1).astype(np.float64) / len(y)
     l2s = jnp.asarray(l2s, _float_dtype())
     # Padded query rows carry label -1, which no prediction equals.
     counts = [_correct_grid(ridge, block, labels, l2s) for block, labels, _ in _query_blocks(ridge, x, y)]
@@ -361,6 +499,7 @@ def check_config(config: dict[str, Any]) -> None:
     _check_int_or_list("seed" if "seed" in config else "seeds",
                        config["seed"] if "seed" in config else config["seeds"], 0)
     check_setting(_NAME, config, "l2", Number, lambda v: v > 0, "a positive number")
+    check_setting(_NAME, config, "host_max_size", Number, lambda v: v >= 0, "a number >= 0 (0: never)")
     check_setting(_NAME, config, "l2_selection", str, lambda v: v in L2_SELECTIONS,
                   "one of " + ", ".join(L2_SELECTIONS))
     if config["l2_selection"] == "loo" and min(_as_list(config["shots"])) < 2:
@@ -388,7 +527,7 @@ def _is_single_cell(config: dict[str, Any]) -> bool:
 # Evaluation
 # ---------------------------------------------------------------------------------------------
 
-def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
+def _choose_l2(ridge: Ridge | Direct, few_shot_y: np.ndarray, val: Split | None,
                cell: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     """λ for this cell and what to record about how it was chosen. Never sees test data."""
     selection = cell["l2_selection"]
@@ -405,6 +544,8 @@ def _choose_l2(ridge: Ridge, few_shot_y: np.ndarray, val: Split | None,
     elif multi:
         raise UserError("fewshot l2_selection 'loo' counts correct argmaxes, which needs single-label "
                         "targets; use l2_selection 'val' or 'fixed' for multi-hot labels")
+    elif _on_host(ridge):
+        scores = _host_loo_correct_grid(ridge, np.asarray(few_shot_y), L2_GRID).astype(np.float64) / len(few_shot_y)
     else:
         labels = _padded(np.asarray(few_shot_y, np.int32), ridge.row_mask.shape, -1)
         correct = _loo_correct_grid(ridge, jnp.asarray(labels), jnp.asarray(L2_GRID, _float_dtype()))
@@ -424,17 +565,35 @@ def _choose_l2_by_map(ridge: Ridge, val: Split) -> tuple[float, dict[str, Any]]:
 
 @dataclasses.dataclass
 class FewShotHead:
-    """The eigendecomposed ridge problem of one few-shot set and the λ chosen for it."""
+    """The eigendecomposed ridge problem of one few-shot set and the λ chosen for it (on the host
+    path with a fixed λ: the weights at that λ)."""
 
-    ridge: Ridge
+    ridge: Ridge | Direct
     l2: float
 
 
 def predict(head: FewShotHead, x: np.ndarray) -> np.ndarray:
     """Ridge outputs (N, C) of features ``x`` (the argmax is the predicted class)."""
+    if isinstance(head.ridge, Direct):
+        return _direct_scores(head.ridge, x).astype(_float_dtype())
+    if _on_host(head.ridge):
+        return _host_scores(head.ridge, x, head.l2)
     l2 = jnp.asarray(head.l2, _float_dtype())
     blocks = [(_scores(head.ridge, block, l2), n) for block, _, n in _query_blocks(head.ridge, x)]
     return np.concatenate([np.asarray(s)[:n] for s, n in blocks])[:, :_real_classes(head.ridge)]
+
+
+def _solver(few_x: np.ndarray, num_classes: int, config: dict[str, Any]) -> str:
+    # Few-shot examples x width x classes, as the linear probe's threshold.
+    return solver_for(few_x.shape[0] * few_x.shape[1] * num_classes, config["host_max_size"])
+
+
+def _fit_for(few_x: np.ndarray, few_y: np.ndarray, num_classes: int, solver: str,
+             config: dict[str, Any]) -> Ridge | Direct:
+    # A fixed λ on the host needs no eigendecomposition (nothing else is tried).
+    if solver == "host" and config["l2_selection"] == "fixed":
+        return _solve_host(few_x, few_y, num_classes, float(config["l2"]))
+    return fit_ridge(few_x, few_y, num_classes, solver=solver)
 
 
 def fit(train: Split, val: Split | None, *, num_classes: int, target: str, config: dict[str, Any],
@@ -449,14 +608,15 @@ def fit(train: Split, val: Split | None, *, num_classes: int, target: str, confi
         return _fit_multi(train, val, num_classes, shots, seed, config)
     index = sample_few_shot(train[1], shots, seed)
     few_x, few_y = train[0][index], train[1][index]
-    ridge = fit_ridge(few_x, few_y, num_classes)
+    solver = _solver(few_x, num_classes, config)
+    ridge = _fit_for(few_x, few_y, num_classes, solver, config)
     l2, selection_record = _choose_l2(ridge, few_y, val, config)
     per_class = np.bincount(few_y, minlength=num_classes)
     present = per_class[np.bincount(train[1], minlength=num_classes) > 0]
     details = {"setting": f"{shots}shot", "shots": shots, "seed": seed, "l2": l2,
                "l2_selection": config["l2_selection"], "num_train": int(len(index)),
                "shots_per_class_min": int(present.min()), "shots_per_class_max": int(present.max()),
-               "classes_in_train": int(len(present)), **selection_record}
+               "classes_in_train": int(len(present)), "solver": solver, **selection_record}
     return FewShotHead(ridge, l2), details
 
 
@@ -465,7 +625,8 @@ def _fit_multi(train: Split, val: Split | None, num_classes: int, shots: int, se
     """Multi-hot targets: the first ``shots x num_classes`` train rows (TFDS order) as the set."""
     size = min(shots * num_classes, len(train[1]))
     few_x, few_y = train[0][:size], train[1][:size]
-    ridge = fit_ridge(few_x, few_y, num_classes)
+    solver = _solver(few_x, num_classes, config)
+    ridge = _fit_for(few_x, few_y, num_classes, solver, config)
     l2, selection_record = _choose_l2(ridge, few_y, val, config)
     positives = few_y.sum(0)
     details = {"setting": f"{shots}shot", "shots": shots, "seed": seed, "l2": l2,
@@ -474,7 +635,7 @@ def _fit_multi(train: Split, val: Split | None, num_classes: int, shots: int, se
                "sampling_note": (f"multi-hot targets: the first {size} train examples "
                                  f"({shots} x {num_classes} classes) instead of {shots} per class"),
                "positives_per_class_min": int(positives.min()),
-               "positives_per_class_max": int(positives.max()), **selection_record}
+               "positives_per_class_max": int(positives.max()), "solver": solver, **selection_record}
     return FewShotHead(ridge, l2), details
 
 

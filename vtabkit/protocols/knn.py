@@ -20,7 +20,9 @@ memory stays at chunk_size x bank_size whatever the test size; products run at f
 precision so neighbours do not depend on the accelerator's matmul defaults. The bank is padded
 to shape buckets (``common.bucket``: padded bank rows get similarity -inf, so they are never
 neighbours; zero feature columns; padded classes get no votes and are cut off), so the banks of
-a suite share a few compiles; ``SHAPE_BUCKETS = False`` keeps the exact shapes.
+a suite share a few compiles; ``SHAPE_BUCKETS = False`` keeps the exact shapes. At or below
+``host_max_size`` (bank examples x width) NumPy computes the same votes on the host, with no
+compile (``details.solver``: ``host`` or ``device``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 from vtabkit import metrics
 from vtabkit.protocols import merge_config
 from vtabkit.protocols.common import (FitContext, Number, bucket, check_list, check_setting, check_splits,
-                                      headline, target_kind)
+                                      headline, one_blas_thread, solver_for, target_kind)
 
 DESCRIPTION = "k-NN: cosine similarity, votes weighted by exp(sim/0.07), k in 10/20/100/200 (DINO)"
 INPUT = "features"
@@ -59,6 +61,7 @@ def check_config(config: dict[str, Any]) -> None:
     check_setting(_NAME, config, "k", int, lambda v: v > 0, "a positive integer")
     check_setting(_NAME, config, "chunk_size", int, lambda v: v > 0, "a positive integer")
     check_setting(_NAME, config, "temperature", Number, lambda v: v > 0, "a positive number")
+    check_setting(_NAME, config, "host_max_size", Number, lambda v: v >= 0, "a number >= 0 (0: never)")
 
 
 def cells(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,16 +107,75 @@ def _votes_chunk(bank: jax.Array, bank_targets: jax.Array, queries: jax.Array, t
     return jnp.stack(votes)
 
 
+def _nearest_host(similarity: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each row's ``k`` largest entries, largest first, ties to the lower index
+    (``jax.lax.top_k``'s order).
+
+    ``argpartition`` finds them in linear time but picks arbitrarily among entries equal to the
+    k-th value; the rows where such a tie straddles the cut are redone by a stable full sort.
+    """
+    if k >= similarity.shape[1]:
+        return np.argsort(-similarity, axis=1, kind="stable")
+    top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(similarity, top, axis=1)
+    kth = values.min(axis=1, keepdims=True)
+    straddles = (similarity == kth).sum(1) > (values == kth).sum(1)
+    # Sort the k by value (descending), then index: lexsort's last key is the primary one.
+    order = np.lexsort((top, -values), axis=1)
+    top = np.take_along_axis(top, order, axis=1)
+    if straddles.any():
+        top[straddles] = np.argsort(-similarity[straddles], axis=1, kind="stable")[:, :k]
+    return top
+
+
+@one_blas_thread
+def _votes_host(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, temperature: float,
+                ks: tuple[int, ...], num_classes: int, multi: bool, chunk_size: int) -> np.ndarray:
+    """``_votes_chunk`` in NumPy over all queries, ``chunk_size`` at a time: (len(ks), m, C).
+
+    The same float type as the device path (float32 unless jax_enable_x64), the same
+    normalisation, neighbour order (ties to the lower bank index) and vote sums, so the votes
+    agree to float rounding (products summed in another order) and neighbours are the same
+    except where two similarities tie within that rounding.
+    """
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    normalise = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(dtype).tiny)  # noqa: E731
+    bank = normalise(np.asarray(bank_x, dtype))
+    targets = np.asarray(bank_y, dtype if multi else np.int64)
+    out = np.zeros((len(ks), len(query_x), num_classes), dtype)
+    for start in range(0, len(query_x), chunk_size):
+        queries = normalise(np.asarray(query_x[start:start + chunk_size], dtype))
+        similarity = queries @ bank.T
+        nearest = _nearest_host(similarity, max(ks))
+        weights = np.exp(np.take_along_axis(similarity, nearest, axis=1) / dtype.type(temperature))
+        rows = np.arange(len(queries))[:, None]
+        for i, k in enumerate(ks):  # the k nearest are a prefix of the max(ks) nearest
+            block = out[i, start:start + len(queries)]
+            if multi:
+                block[:] = np.einsum("qk,qkc->qc", weights[:, :k], targets[nearest[:, :k]])
+                block /= weights[:, :k].sum(axis=1, keepdims=True)
+            else:  # the weights summed per (query, class) cell
+                cells = (rows * num_classes + targets[nearest[:, :k]]).ravel()
+                block[:] = np.bincount(cells, weights[:, :k].ravel(), len(queries) * num_classes).reshape(block.shape)
+    return out
+
+
 def knn_votes(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, num_classes: int,
-              ks: Sequence[int], temperature: float = 0.07, chunk_size: int = 256) -> dict[int, np.ndarray]:
+              ks: Sequence[int], temperature: float = 0.07, chunk_size: int = 256,
+              solver: str = "device") -> dict[int, np.ndarray]:
     """Weighted k-NN votes (m, C) of ``query_x`` for each k in ``ks`` (capped at the bank size).
 
     ``bank_y`` holds int labels or multi-hot rows. Queries go through in chunks of
-    ``chunk_size``; the last chunk is padded to the same shape (one compilation) and its
-    padding dropped.
+    ``chunk_size``; on the device the last chunk is padded to the same shape (one compilation)
+    and its padding dropped; ``solver="host"`` computes the same votes in NumPy (no compile).
     """
     dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless jax_enable_x64
     multi = np.ndim(bank_y) == 2
+    if solver == "host":
+        used = tuple(sorted({min(int(k), len(bank_y)) for k in ks}))
+        stacked = _votes_host(bank_x, bank_y, query_x, temperature, used, int(num_classes), multi, int(chunk_size))
+        by_used = dict(zip(used, stacked))
+        return {int(k): by_used[min(int(k), len(bank_y))] for k in ks}
     (size, width), classes = np.shape(bank_x), int(num_classes)
     if SHAPE_BUCKETS:
         # Zero columns keep norms and similarities; padded classes are never a neighbour's label.
@@ -147,9 +209,9 @@ def _padded(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def knn_predict(bank_x: np.ndarray, bank_y: np.ndarray, query_x: np.ndarray, num_classes: int,
                 ks: Sequence[int], temperature: float = 0.07,
-                chunk_size: int = 256) -> dict[int, np.ndarray]:
+                chunk_size: int = 256, solver: str = "device") -> dict[int, np.ndarray]:
     """Predicted classes ``{k: (m,)}`` of single-label k-NN (ties go to the lower class index)."""
-    votes = knn_votes(bank_x, bank_y, query_x, num_classes, ks, temperature, chunk_size)
+    votes = knn_votes(bank_x, bank_y, query_x, num_classes, ks, temperature, chunk_size, solver)
     return {k: np.argmax(v, axis=1) for k, v in votes.items()}
 
 
@@ -175,20 +237,21 @@ class KnnHead:
     num_classes: int
     temperature: float
     chunk_size: int
+    solver: str = "device"
 
 
 def predict(head: KnnHead, x: np.ndarray) -> np.ndarray:
     votes = knn_votes(head.bank_x, head.bank_y, x, head.num_classes, [head.k], head.temperature,
-                      head.chunk_size)[head.k]
+                      head.chunk_size, head.solver)[head.k]
     return scores_from_votes(votes, np.ndim(head.bank_y) == 2)
 
 
 def _val_scores(bank: Split, queries: Split, num_classes: int, ks: Sequence[int],
-                config: dict[str, Any]) -> dict[int, float]:
+                config: dict[str, Any], solver: str) -> dict[int, float]:
     """Top-1 (mAP for multi-hot targets) of every k on the held-out ``queries``."""
     multi = np.ndim(bank[1]) == 2
     votes = knn_votes(bank[0], bank[1], queries[0], num_classes, ks, float(config["temperature"]),
-                      int(config["chunk_size"]))
+                      int(config["chunk_size"]), solver)
     score = metrics.get_metric("map" if multi else "top1").function
     return {k: float(score(scores_from_votes(v, multi), queries[1])) for k, v in votes.items()}
 
@@ -206,19 +269,23 @@ def fit(train: Split, val: Split | None, *, num_classes: int, target: str, confi
     """
     ks = sorted(set(config["ks"]))
     details: dict[str, Any] = {}
+    # Bank examples x width (the work per query) at or below host_max_size: NumPy, no compile.
+    bank_size = len(train[1]) + (0 if val is None else len(val[1]))
+    solver = solver_for(bank_size * train[0].shape[1], config["host_max_size"])
     if val is None:
         k, selection, bank = int(config["k"]), "default", train
     else:
-        val_scores = _val_scores(train, val, num_classes, ks, config)
+        val_scores = _val_scores(train, val, num_classes, ks, config, solver)
         best = max(val_scores.values())
         k = min(k for k, score in val_scores.items() if score == best)  # ties: smaller k
         selection = "val"
         bank = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
         details[f"val_{'map' if target == 'multi' else 'top1'}_at_k"] = {str(k): s for k, s in val_scores.items()}
     used = min(k, len(bank[1]))
-    head = KnnHead(bank[0], bank[1], used, num_classes, float(config["temperature"]), int(config["chunk_size"]))
+    head = KnnHead(bank[0], bank[1], used, num_classes, float(config["temperature"]), int(config["chunk_size"]),
+                   solver)
     details.update(k=k, k_used=used, k_capped=used < k, k_selection=selection,
-                   temperature=float(config["temperature"]), bank_size=int(len(bank[1])))
+                   temperature=float(config["temperature"]), bank_size=int(len(bank[1])), solver=solver)
     return head, details
 
 

@@ -23,7 +23,7 @@ import optax
 from vtabkit import metrics
 from vtabkit.protocols import linear_host, merge_config
 from vtabkit.protocols.common import (FitContext, Number, bucket, check_list, check_setting, check_splits,
-                                      headline, target_kind)
+                                      headline, solver_for, target_kind)
 
 DESCRIPTION = "logistic regression on frozen features (softmax, or sigmoid per class for multi-label); l2 on val"
 INPUT = "features"
@@ -198,7 +198,7 @@ def fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
     max_iter = int(config["max_iter"])
     # Below host_max_size (examples x width x classes) a compile costs more than the solve:
     # SciPy on the host solves the same objective with the same stopping rule.
-    path = "host" if len(y_all) * x_all.shape[1] * num_classes <= float(config["host_max_size"]) else "device"
+    path = solver_for(len(y_all) * x_all.shape[1] * num_classes, config["host_max_size"])
     solve = partial(linear_host.solve_path if path == "host" else solve_path, num_classes=num_classes,
                     max_iter=max_iter, tol=float(config["tol"]),
                     gap_tol=float(config["gap_tol"]),
