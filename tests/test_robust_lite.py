@@ -248,3 +248,34 @@ def test_a_missing_metadata_file_is_one_line_and_plain_metrics_are_still_scored(
     text = report.render(tmp_path / "run")
     assert "| robust_missing / sweep | lite | – |" in text
     json.dumps(sweep)  # the record is plain JSON
+
+
+def test_corruption_summary_is_the_mean_over_severities_and_over_benchmark_cells():
+    """ImageNet-C-shaped records (2 benchmark corruptions and 1 extra, 5 severities): every
+    severity counts (none is the 'main' one), the extra corruption stays out of the mean, and a
+    missing cell shows the count instead of a mean over fewer."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    head = "m / linear / default"
+    values = {(task, s): float(rng.uniform(20, 80)) for task in ("imagenet_c_fog", "imagenet_c_frost",
+                                                                 "imagenet_c_spatter") for s in range(1, 6)}
+    frame = pd.DataFrame([{"base_task": task, "eval_set": f"{task}_{s}", "metric": "top1", "main": s == 1,
+                           "top1": value, "column": head} for (task, s), value in values.items()])
+    robustness = report_robustness.tables(frame)
+    fog = next(t for t in robustness if t.task == "imagenet_c_fog")
+    assert fog.shifted == [f"imagenet_c_fog_{s}" for s in range(1, 6)]
+    assert fog.shifted_mean[head] == pytest.approx(np.mean([values["imagenet_c_fog", s] for s in range(1, 6)]))
+    summary = report_robustness.corruption_summary(robustness)
+    assert summary.corruptions == ["fog", "frost"] and summary.extra == ["spatter"]  # spatter: robustness_c_extra
+    for name in ("fog", "frost", "spatter"):
+        assert summary.means[head, name] == pytest.approx(np.mean([values[f"imagenet_c_{name}", s] for s in range(1, 6)]))
+    benchmark = [v for (task, _), v in values.items() if task != "imagenet_c_spatter"]
+    assert summary.overall[head] == pytest.approx(np.mean(benchmark)) and summary.cells[head] == (10, 10)
+    text = report_robustness.markdown(robustness)
+    assert f"| {np.mean(benchmark):.1f} |" in text and "spatter (extra)" in text
+
+    partial = report_robustness.corruption_summary(report_robustness.tables(frame[frame["eval_set"] != "imagenet_c_frost_3"]))
+    assert partial.overall[head] is None and partial.cells[head] == (9, 10)
+    assert "9 of 10 cells" in report_robustness.corruption_markdown(partial)
+    assert "(4 of 5)" in report_robustness.corruption_markdown(partial)

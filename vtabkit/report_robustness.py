@@ -11,6 +11,11 @@ over seeds, in the task's eval-set order), then
   nor scored by ``real_top1`` (a relabelling, not a shift); left empty, with the count, while
   one of them is missing for that row.
 
+`corruption_summary` gathers the corruption tasks (every eval set named
+``<corruption>_<severity>``, like ImageNet-C's 19 tasks): per head, each corruption's mean over
+its severities and the mean over the benchmark corruptions' cells (15 × 5 for ImageNet-C); the
+corruptions of the ``robustness_c_extra`` suite are shown apart and stay out of that mean.
+
 `write_plots` draws, per head: each grouped metric against its factor (SI-Score size and
 rotation curves; a heat map for a two-column grouping such as the (x, y) location grid), and
 accuracy per severity for eval sets named ``<corruption>_<severity>`` (ImageNet-C's
@@ -72,6 +77,8 @@ def tables(frame: pd.DataFrame) -> list[RobustnessTable]:
         values = {(row, name): float(means[row, name]) for row in rows for name in eval_sets
                   if (row, name) in means.index and not pd.isna(means[row, name])}
         shifted = [name for name in eval_sets if name not in main and metric[name] != REAL_METRIC]
+        if all(_SEVERITY.match(name) for name in eval_sets):  # one corruption's severities (ImageNet-C):
+            shifted = list(eval_sets)  # the first severity is as shifted as the others
         real = [name for name in eval_sets if metric[name] == REAL_METRIC]
         gap, shifted_mean = {}, {}
         for row in rows:
@@ -82,6 +89,74 @@ def tables(frame: pd.DataFrame) -> list[RobustnessTable]:
             shifted_mean[row] = float(np.mean(scores)) if scores and None not in scores else None
         out.append(RobustnessTable(task_id, eval_sets, metric, rows, values, shifted, gap, shifted_mean))
     return out
+
+
+@dataclasses.dataclass
+class CorruptionSummary:
+    rows: list[str]  # heads
+    corruptions: list[str]  # benchmark corruptions, in order of appearance
+    extra: list[str]  # reported apart, not in the mean
+    means: dict[tuple[str, str], float]  # (row, corruption) → mean over its severities, in %
+    severities: dict[tuple[str, str], int]  # how many severities that mean is over
+    overall: dict[str, float | None]  # mean over every benchmark cell; None while one is missing
+    cells: dict[str, tuple[int, int]]  # row → (cells present, cells expected)
+
+
+def _extra_corruption_tasks() -> set[str]:
+    from vtabkit import tasks
+    from vtabkit.errors import UserError
+
+    try:
+        return set(tasks.get_suite("robustness_c_extra").tasks)
+    except UserError:
+        return set()
+
+
+def corruption_summary(robustness: list[RobustnessTable], severities: int = 5) -> CorruptionSummary | None:
+    """The corruption tasks of ``robustness`` summarised (None when there are none)."""
+    corruption_tables = [t for t in robustness if all(_SEVERITY.match(name) for name in t.eval_sets)]
+    if not corruption_tables:
+        return None
+    extra_tasks = _extra_corruption_tasks()
+    rows = list(dict.fromkeys(row for t in corruption_tables for row in t.rows))
+    corruptions, extra, means, counts, overall, cells = [], [], {}, {}, {}, {}
+    for table in corruption_tables:
+        name = _SEVERITY.match(table.eval_sets[0]).group("corruption")
+        (extra if table.task in extra_tasks else corruptions).append(name)
+        for row in rows:
+            values = [table.values[row, e] for e in table.eval_sets if (row, e) in table.values]
+            if values:
+                means[row, name], counts[row, name] = float(np.mean(values)), len(values)
+    for row in rows:
+        benchmark = [table.values[row, e] for table in corruption_tables if table.task not in extra_tasks
+                     for e in table.eval_sets if (row, e) in table.values]
+        expected = severities * len(corruptions)
+        cells[row] = (len(benchmark), expected)
+        overall[row] = float(np.mean(benchmark)) if benchmark and len(benchmark) == expected else None
+    return CorruptionSummary(rows, corruptions, extra, means, counts, overall, cells)
+
+
+def corruption_markdown(summary: CorruptionSummary) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    def mean(row: str, name: str) -> str:
+        if (row, name) not in summary.means:
+            return "–"
+        value, count = summary.means[row, name], summary.severities[row, name]
+        return f"{value:.1f}" + ("" if count == 5 else f" ({count} of 5)")
+
+    header = ["head", *summary.corruptions, *[f"{name} (extra)" for name in summary.extra], "mean over cells"]
+    text = [f"Corruptions: each corruption's mean over its severities in %; 'mean over cells': unweighted "
+            f"mean over the {len(summary.corruptions)} benchmark corruptions x 5 severities"
+            + (f" (the {len(summary.extra)} extra corruptions are shown apart, not in it)" if summary.extra else "")
+            + ".", "", line(header), line(["---"] * len(header))]
+    for row in summary.rows:
+        present, expected = summary.cells[row]
+        overall = summary.overall[row]
+        text.append(line([row, *[mean(row, name) for name in summary.corruptions + summary.extra],
+                          f"{overall:.1f}" if overall is not None else f"{present} of {expected} cells"]))
+    return "\n".join(text)
 
 
 def markdown(robustness: list[RobustnessTable]) -> str:
@@ -113,6 +188,9 @@ def markdown(robustness: list[RobustnessTable]) -> str:
                      ", ".join(f"{name}: {metric}" for name, metric in metrics.items()) +
                      " (NAME@COLUMN: unweighted mean over the column's values)."]
         parts.append("\n".join(text))
+    summary = corruption_summary(robustness)
+    if summary is not None:
+        parts.append(corruption_markdown(summary))
     return "\n\n".join(parts)
 
 
