@@ -4,6 +4,7 @@ mock data, the 200-class subsets, SI-Score's metadata, and where the 1000-way he
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -463,3 +464,25 @@ def test_missing_metadata_file_is_one_line_and_plain_metrics_still_reported(tmp_
     notes = [line for line in lines if "metadata file" in line and "is missing" in line]
     assert len(notes) == 1 and str(folder / "absent" / "metadata.csv") in notes[0]
     assert report_verify(tmp_path / "run") == (3, [])
+
+
+def test_an_eval_set_whose_data_is_missing_is_skipped_in_one_line_unless_strict(tmp_path, data_dir, capsys):
+    folder = tmp_path / "gap_tasks"
+    folder.mkdir()
+    (folder / "stand_gap.yaml").write_text(STAND_IN.format(task="stand_gap") + (
+        "  - name: stand_gap_v2\n    dataset: svhn_cropped:3.1.0\n    split: test\n"
+        "    metrics: [top1]\n"))  # not prepared in the test data dir
+    base = ["run", "--model", "pixels", "--tasks", "stand_gap", "--tasks-dir", str(folder), "--regime", "full",
+            "--data-dir", data_dir, "--quiet", "--no-cache"]
+    capsys.readouterr()
+    assert cli.main([*base, "--strict", "--out", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stand_gap / stand_gap_v2" in err and "--strict" in err
+    assert not (tmp_path / "strict").exists()
+
+    assert cli.main([*base, "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    skips = [line for line in (captured.out + captured.err).splitlines() if line.startswith("skipping eval set")]
+    assert len(skips) == 1 and "stand_gap / stand_gap_v2" in skips[0] and "svhn_cropped" in skips[0]
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [r["eval_set"] for r in records] == ["stand_gap_test", "stand_gap_low"]

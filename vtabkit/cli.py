@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                      "default: the suite's")
     run.add_argument("--batch-size", type=int, default=256, help="images per model call")
     run.add_argument("--skip-missing", action="store_true", help="run the tasks whose data is present")
+    run.add_argument("--strict", action="store_true",
+                     help="stop when an eval set's dataset is missing (default: skip that eval set with one line)")
     run.add_argument("--set", action="append", dest="overrides", default=[], metavar="PROTOCOL.KEY=VALUE",
                      help="override a protocol setting, e.g. --set finetune.sweep=quick (YAML value)")
     run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
@@ -247,7 +249,7 @@ def _run(args: argparse.Namespace) -> None:
     config = RunConfig(model=args.model, suite=args.suite, tasks=args.tasks, protocols=args.protocols,
                        out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir,
                        use_cache=not args.no_cache, tasks_dirs=args.tasks_dirs, regime=args.regime,
-                       batch_size=args.batch_size, skip_missing=args.skip_missing, progress=not args.quiet,
+                       batch_size=args.batch_size, skip_missing=args.skip_missing, strict=args.strict, progress=not args.quiet,
                        protocol_config=parse_overrides(args.overrides),
                        model_args=parse_model_args(args.model_args), shard=args.shard,
                        command=["vtabkit", *sys.argv[1:]] if args.argv is None else ["vtabkit", *args.argv])

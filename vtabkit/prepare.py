@@ -308,18 +308,21 @@ def eval_dataset_problem(task: Task, dataset: str, data_dir: str | Path | None) 
 
 
 def missing_datasets(tasks: Iterable[Task], data_dir: str | Path | None) -> list[tuple[Task, str]]:
-    """The tasks whose data cannot be read yet, each with the one-line fix."""
+    """The tasks whose own data (what the head is fitted on) cannot be read yet, each with the
+    one-line fix. Eval sets on other datasets: `missing_eval_sets`."""
     missing = []
     for task in tasks:
         status = dataset_status(task, data_dir)
         if not (status["prepared"] or (status["own_builder"] and status["problem"] is None)):
             missing.append((task, status["fix"] or status["problem"]))
-            continue
-        for dataset in task.datasets[1:]:  # eval sets on other datasets
-            problem = eval_dataset_problem(task, dataset, data_dir)
-            if problem:
-                missing.append((task, problem))
     return missing
+
+
+def missing_eval_sets(task: Task, data_dir: str | Path | None) -> list[tuple[str, str]]:
+    """``(eval set name, one-line fix)`` for each eval set of ``task`` on another dataset that
+    cannot be read yet (each dataset is checked once)."""
+    problems = {dataset: eval_dataset_problem(task, dataset, data_dir) for dataset in task.datasets[1:]}
+    return [(e.name, problems[e.view.dataset]) for e in task.eval_sets if problems.get(e.view.dataset)]
 
 
 @dataclasses.dataclass

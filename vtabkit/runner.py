@@ -49,6 +49,7 @@ class RunConfig:
     regime: str | None = None  # one regime or a comma-separated list (see `vtabkit.regimes`)
     batch_size: int = 256
     skip_missing: bool = False
+    strict: bool = False  # a missing eval-set dataset stops the run instead of skipping that eval set
     progress: bool = True
     protocol_config: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -86,8 +87,12 @@ def select_tasks(config: RunConfig) -> tuple[list[tasks.Task], list[regimes.Regi
     return chosen, chosen_regimes, (suite.protocols if suite else ("linear",))
 
 
-def check_data(chosen: list[tasks.Task], config: RunConfig, log: Callable[[str], None]) -> list[tasks.Task]:
-    """Stop before loading the model when data is missing (or drop those tasks with --skip-missing)."""
+def check_data(chosen: list[tasks.Task], config: RunConfig,
+               log: Callable[[str], None]) -> tuple[list[tasks.Task], set[tuple[str, str]]]:
+    """Stop before loading the model when a task's own data is missing (or drop those tasks with
+    --skip-missing); an eval set whose dataset is missing is skipped with one line (the task's
+    other eval sets are still scored) unless --strict. Returns the tasks kept and the
+    ``(task, eval set)`` pairs skipped."""
     missing = {task.id: fix for task, fix in prepare.missing_datasets(chosen, config.data_dir)}
     if missing and not config.skip_missing:
         # One line however many tasks: each task's fix, then what else the user can do.
@@ -99,7 +104,19 @@ def check_data(chosen: list[tasks.Task], config: RunConfig, log: Callable[[str],
     kept = [task for task in chosen if task.id not in missing]
     if not kept:
         raise UserError("no task has its data prepared; see `vtabkit data status`")
-    return kept
+    absent = [(task.id, name, problem) for task in kept for name, problem in prepare.missing_eval_sets(task, config.data_dir)]
+    if absent and config.strict:
+        fixes = "; ".join(f"{task_id} / {name}: {problem}" for task_id, name, problem in absent)
+        raise UserError(f"data missing for {len(absent)} eval set(s) — {fixes} — prepare it, or run without "
+                        "--strict to score the eval sets whose data is present")
+    for task_id, name, problem in absent:
+        log(f"skipping eval set {task_id} / {name}: {problem}")
+    skipped = {(task_id, name) for task_id, name, _ in absent}
+    # A task none of whose eval sets can be read is not fitted at all.
+    kept = [task for task in kept if not all((task.id, e.name) in skipped for e in task.eval_sets)]
+    if not kept:
+        raise UserError("no eval set has its data prepared; see `vtabkit data status`")
+    return kept, skipped
 
 
 def _environment(model: Model) -> dict[str, Any]:
@@ -281,7 +298,7 @@ def run(config: RunConfig | None = None, log: Callable[[str], None] = print, **o
         return _run_processes(config, log)
     with places.run_lock(config.out):
         plan = _prepare(config, log)
-        return _execute(plan, config, log, [key not in plan.done for key in plan.keys()])
+        return _execute(plan, config, log, plan.pending_flags())
 
 
 def _command_facts(config: RunConfig) -> dict[str, Any]:
@@ -311,7 +328,7 @@ def _run_processes(config: RunConfig, log: Callable[[str], None]) -> list[dict[s
                                          "tasks": [(task.id, task.hash) for task in plan.chosen],
                                          "cells": len(plan.keys())}
         distributed.agree(facts if problem is None else {}, problem)
-        mine = np.array([key not in plan.done for key in plan.keys()], np.int32)
+        mine = np.array(plan.pending_flags(), np.int32)
         pending = [bool(flag) for flag in distributed.broadcast(mine)]  # process 0's results file decides
         written = _execute(plan, config, log, pending)
     return written if main else []
@@ -351,10 +368,16 @@ class _Plan:
     results_path: Path
     main: bool
     compiles: compile_cache.CompileCounter
+    skipped: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # (task, eval set): data missing
 
     def keys(self) -> list[tuple]:
         """Every (cell, eval set) of the run, in run order (the same on every process)."""
         return [cell.key(self.model, e.name) for cell in self.cells for e in cell.task.eval_sets]
+
+    def pending_flags(self) -> list[bool]:
+        """For every key: still to be scored (not done, and its data not missing)."""
+        return [cell.key(self.model, e.name) not in self.done and (cell.task.id, e.name) not in self.skipped
+                for cell in self.cells for e in cell.task.eval_sets]
 
 
 def _prepare(config: RunConfig, log: Callable[[str], None], main: bool = True) -> _Plan:
@@ -378,7 +401,7 @@ def _prepare(config: RunConfig, log: Callable[[str], None], main: bool = True) -
             protocols.check_target(name, task.target)
     images = [name for name in names if modules[name].INPUT == "images"]
     check_model_name(config.model)  # an unknown model fails here, before any data is read
-    chosen = check_data(chosen, config, log)
+    chosen, skipped = check_data(chosen, config, log)
     results_path = Path(config.out) / results.RESULTS_FILE
     existing = results.read_records(results_path) if main else []
     results.check_writable_schema(existing, results_path)
@@ -393,7 +416,7 @@ def _prepare(config: RunConfig, log: Callable[[str], None], main: bool = True) -
             require_head(model, task.num_classes, task.id)  # head: model without a head: one line, no data read
     cells = [Cell(task, regime, name, cell) for task in chosen for regime in chosen_regimes
              for name in names for cell in modules[name].cells(settings[name])]
-    return _Plan(chosen, cells, model, results.done_cells(existing), results_path, main, compiles)
+    return _Plan(chosen, cells, model, results.done_cells(existing), results_path, main, compiles, skipped)
 
 
 def _execute(plan: _Plan, config: RunConfig, log: Callable[[str], None], pending_flags: list[bool]) -> list[dict[str, Any]]:
