@@ -124,7 +124,31 @@ def initialize(*, coordinator: str | None = None, num_processes: int | None = No
     finally:
         watchdog.cancel()
         os.close(terminal)
-    return jax.process_count() > 1
+    if jax.process_count() == 1:
+        return False
+    _keep_native_code_off_stdout()
+    return True
+
+
+def _keep_native_code_off_stdout() -> None:
+    """Point fd 1 at /dev/null for the rest of the process and give Python's ``sys.stdout`` a
+    private duplicate of the terminal.
+
+    gloo announces each communicator it connects ("1 is connected to 1 peer ranks ...") on
+    fd 1, from whichever thread finishes the connection and not always inside the collective
+    that asked for it, so silencing fd 1 around each collective let a line through now and
+    then. vtabkit's own output goes through ``sys.stdout`` and is unaffected.
+    """
+    try:
+        sys.stdout.flush()
+        private = os.dup(1)
+    except (OSError, ValueError):  # no real fd 1 (e.g. captured): nothing native can reach it either
+        return
+    sys.stdout = os.fdopen(private, "w", buffering=1, encoding=sys.stdout.encoding or "utf-8",
+                           errors=getattr(sys.stdout, "errors", None) or "strict")
+    sink = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(sink, 1)
+    os.close(sink)
 
 
 def _give_up(where: str, host: str | None, port: int | None, process_id: int | None, timeout_s: int,
@@ -143,8 +167,8 @@ def _give_up(where: str, host: str | None, port: int | None, process_id: int | N
 
 @contextlib.contextmanager
 def _fd_silenced(fd: int) -> Iterator[None]:
-    """Discard what C++ code writes to ``fd`` inside the block (gloo announces every new
-    communicator on stdout; the coordination service logs its start on stderr)."""
+    """Discard what C++ code writes to ``fd`` inside the block (the coordination service logs
+    its start on stderr)."""
     stream = sys.stdout if fd == 1 else sys.stderr
     try:
         stream.flush()
@@ -202,16 +226,14 @@ def share(split: str, sizes: dict[str, int], index: int, count: int) -> tuple[st
 def _allgather(array: np.ndarray) -> np.ndarray:
     from jax.experimental import multihost_utils
 
-    with _fd_silenced(1):
-        return np.asarray(multihost_utils.process_allgather(array))
+    return np.asarray(multihost_utils.process_allgather(array))
 
 
 def broadcast(array: np.ndarray) -> np.ndarray:
     """Process 0's ``array`` on every process (the others pass one of the same shape and dtype)."""
     from jax.experimental import multihost_utils
 
-    with _fd_silenced(1):
-        return np.asarray(multihost_utils.broadcast_one_to_all(array))
+    return np.asarray(multihost_utils.broadcast_one_to_all(array))
 
 
 def broadcast_array(array: np.ndarray | None, dtype=np.float32) -> np.ndarray:
