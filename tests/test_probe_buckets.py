@@ -7,20 +7,10 @@ import pytest
 from vtabkit.protocols import fewshot, knn
 from vtabkit.protocols.common import bucket
 
+from probe_problems import clusters as _clusters
+
 # Class counts of the 19 VTAB-1k tasks (shared/reference/vtab.md).
 VTAB_CLASSES = [102, 100, 47, 102, 37, 397, 10, 2, 10, 45, 5, 8, 6, 6, 16, 16, 4, 18, 9]
-
-
-def _clusters(n, d, classes, seed, multi=False):
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(classes * 100 + d).normal(size=(classes, d)) * 1.2
-    y = np.arange(n) % classes
-    rng.shuffle(y)
-    x = (centres[y] + rng.normal(size=(n, d))).astype(np.float32)
-    x[:, 0] = x[:, 0] * 30.0 + 5.0  # one wide, off-centre feature: standardisation matters
-    if multi:
-        y = (x[:, 1:1 + classes] + rng.normal(size=(n, classes)) > 0.8).astype(np.int32)
-    return x, y
 
 
 # --- few-shot -----------------------------------------------------------------------------------

@@ -9,17 +9,7 @@ import pytest
 from vtabkit.errors import UserError
 from vtabkit.protocols import fewshot, knn
 
-
-def _clusters(n, d, classes, seed, multi=False):
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(classes * 100 + d).normal(size=(classes, d)) * 1.2
-    y = np.arange(n) % classes
-    rng.shuffle(y)
-    x = (centres[y] + rng.normal(size=(n, d))).astype(np.float32)
-    x[:, 0] = x[:, 0] * 30.0 + 5.0  # one wide, off-centre feature: standardisation matters
-    if multi:
-        y = (x[:, 1:1 + classes] + rng.normal(size=(n, classes)) > 0.8).astype(np.int32)
-    return x, y
+from probe_problems import clusters as _clusters
 
 
 def _both(module, train, val, classes, settings, multi=False):
