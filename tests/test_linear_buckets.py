@@ -90,11 +90,23 @@ def test_a_suite_of_shapes_compiles_once_per_bucket(monkeypatch):
     shapes = [(int(rng.integers(220, 300)), int(rng.integers(50, 80)), int(rng.integers(70, 96)), classes)
               for classes in VTAB_CLASSES]
     assert len(set(shapes)) == 19
-    buckets = {(bucket(n + m, linear.ROW_FLOOR), bucket(d, linear.WIDTH_FLOOR), bucket(c, linear.CLASS_FLOOR))
-               for n, m, d, c in shapes}
-    assert len(buckets) <= 5  # 19 shapes, 5 class buckets (16, 24, 48, 128, 512)
+    # The selection solves on train rows, the refit on train+val: each its row bucket.
+    buckets = {(bucket(rows, linear.ROW_FLOOR), bucket(d, linear.WIDTH_FLOOR), bucket(c, linear.CLASS_FLOOR))
+               for n, m, d, c in shapes for rows in (n, n + m)}
+    assert len(buckets) <= 10  # 19 shapes, 5 class buckets (16, 24, 48, 128, 512), rows 256 or 384
     before = linear.fit_path._cache_size()
     for n_train, n_val, d, classes in shapes:
         train, val = _problem(n_train, n_val, d, classes, False, seed=classes)
         linear.fit(train, val, num_classes=classes, target="single", config=config)
     assert linear.fit_path._cache_size() - before <= len(buckets)
+
+
+def test_vtab1k_selection_and_refit_share_one_compile(monkeypatch):
+    """800 train rows (selection) and 1,000 train+val rows (refit) fall in one row bucket."""
+    monkeypatch.setattr(linear, "SHAPE_BUCKETS", True)
+    assert bucket(800, linear.ROW_FLOOR) == bucket(1000, linear.ROW_FLOOR)
+    config = linear.merge_config("linear", {"l2_grid": [1e-2, 1e-3], "max_iter": 3, "host_max_size": 0})
+    train, val = _problem(800, 200, 33, 7, False, seed=7)
+    before = linear.fit_path._cache_size()
+    linear.fit(train, val, num_classes=7, target="single", config=config)
+    assert linear.fit_path._cache_size() - before == 1

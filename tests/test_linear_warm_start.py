@@ -13,7 +13,8 @@ import pytest
 from scipy.optimize import minimize
 from sklearn.datasets import load_digits
 
-from vtabkit.protocols import linear, merge_config
+from vtabkit.errors import UserError
+from vtabkit.protocols import linear, linear_host, merge_config
 
 GRID = [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
 DEFAULTS = merge_config("linear", None)
@@ -86,3 +87,50 @@ def test_warm_start_saves_iterations(path):
     # The point of the warm start: fewer iterations over the path than cold starts take.
     _, _, warm, cold = path
     assert warm[4].sum() < sum(int(c[4][0]) for c in cold)
+
+
+# --- The refit on train+val starts from the chosen l2's train solution -----------------------
+
+def test_the_chosen_head_is_re_expressed_for_the_refits_standardiser():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 12)) * rng.uniform(0.1, 30, 12) + rng.normal(size=12) * 5).astype(np.float32)
+    head = linear.LinearHead(rng.normal(size=(12, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32),
+                             x[:200].mean(0), x[:200].std(0) + 1e-6)
+    w, b = linear._restandardized(head, x, standardize=True)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    np.testing.assert_allclose((x - mean) / scale @ w + b, linear.predict(head, x), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("host_max_size", [0, 1e12])  # the device path and the host path
+def test_a_warm_refit_reaches_the_cold_refit_solution_in_fewer_iterations(host_max_size):
+    x, y = load_digits(return_X_y=True)
+    x, y = x.astype(np.float32), y
+    train, val, test = (x[:800], y[:800]), (x[800:1000], y[800:1000]), x[1000:]
+    heads = {}
+    for start in ("selected", "zeros"):
+        config = merge_config("linear", {"refit_start": start, "host_max_size": host_max_size})
+        heads[start] = linear.fit(train, val, num_classes=10, target="single", config=config)
+    (warm, warm_details), (cold, cold_details) = heads["selected"], heads["zeros"]
+    assert warm_details["l2"] == cold_details["l2"]
+    # The refit is the last entry of "iterations".
+    assert warm_details["iterations"][-1] < cold_details["iterations"][-1]
+    z = ((x[:1000] - warm.mean) / warm.scale).astype(np.float64)
+    objective = [_objective(z, y[:1000], h.w.astype(np.float64), h.b, warm_details["l2"])[0] for h in (warm, cold)]
+    assert abs(objective[0] - objective[1]) <= 1e-3 * objective[1]
+    agree = np.mean(linear.predict(warm, test).argmax(1) == linear.predict(cold, test).argmax(1))
+    assert agree >= 0.99
+
+
+@pytest.mark.parametrize("solve", [linear.solve_path, linear_host.solve_path], ids=["device", "host"])
+def test_entries_past_num_active_do_no_iterations_and_repeat_the_solution(solve):
+    x, y = load_digits(return_X_y=True)
+    w, b, _, _, counts = solve(x[:500].astype(np.float32), y[:500], np.ones(500), [1e-2, 1e-2, 1e-2],
+                               num_active=1, **SETTINGS)
+    assert counts[0] > 0 and list(counts[1:]) == [0, 0]
+    np.testing.assert_array_equal(w[1], w[0])
+    np.testing.assert_array_equal(b[2], b[0])
+
+
+def test_refit_start_must_be_known():
+    with pytest.raises(UserError, match="refit_start"):
+        merge_config("linear", {"refit_start": "warm"})

@@ -5,8 +5,11 @@ class (the sum of independent binary problems, i.e. one-vs-rest). For each l2 st
 (ties → the stronger one; judged by top-1, or mAP for multi-hot targets) is refit on
 train+val; the head predicts logits. Fits use full-batch
 L-BFGS (optax) and run over the grid from strong to weak regularisation, each warm-started
-from the previous solution, all inside one compiled function. Selection and refit share one
-compiled shape: rows outside the current fit get weight 0.
+from the previous solution, all inside one compiled function. The selection solves on the
+train rows alone; the refit on train+val starts from the chosen l2's solution (re-expressed for
+the refit's standardiser; ``refit_start: zeros`` starts it cold) and solves that one l2, the other
+entries of its grid-sized argument doing no iterations, so it compiles with the selection's
+shape wherever both fall in one shape bucket (a VTAB-1k task: 800 and 1,000 rows).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ VAL_FRACTION = 0.2  # share of train held out to choose l2 when the task has no 
 # many small buckets. False solves at the exact shape (tests compare the two).
 SHAPE_BUCKETS = True
 ROW_FLOOR, WIDTH_FLOOR, CLASS_FLOOR = 256, 64, 16
+REFIT_STARTS = ("selected", "zeros")
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -43,6 +47,8 @@ def check_config(config: dict[str, Any]) -> None:
     check_setting("linear", config, "gap_tol", Number, lambda v: v > 0, "a positive number")
     check_setting("linear", config, "host_max_size", Number, lambda v: v >= 0, "a number >= 0 (0: never)")
     check_setting("linear", config, "standardize", bool, expected="true or false")
+    check_setting("linear", config, "refit_start", str, lambda v: v in REFIT_STARTS,
+                  " or ".join(REFIT_STARTS))
 
 
 def cells(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -73,9 +79,14 @@ def _converged(grad, value, l2, tol, gap_tol, stalled):
 
 
 @partial(jax.jit, static_argnames=("num_classes", "max_iter", "standardize", "multi"))
-def fit_path(x, y, weights, l2_grid, class_mask=None, *, num_classes: int, max_iter: int, tol: float,
-             gap_tol: float, standardize: bool, multi: bool = False):
+def fit_path(x, y, weights, l2_grid, class_mask=None, start=None, num_active=None, *, num_classes: int,
+             max_iter: int, tol: float, gap_tol: float, standardize: bool, multi: bool = False):
     """Fit one probe per l2 in ``l2_grid`` (descending), rows weighted by ``weights``.
+
+    The first l2 starts from ``start`` ((W, b) in the standardised space; zeros when None), each
+    later one from the previous solution. Only the first ``num_active`` entries (all when None;
+    a traced value, so no recompile) are solved; the rest repeat the last solution with 0
+    iterations.
 
     ``y`` holds int labels (softmax cross-entropy) or, with ``multi``, (N, C) multi-hot rows
     (binary cross-entropy summed over classes). ``class_mask`` (C,) marks the real classes of
@@ -107,7 +118,10 @@ def fit_path(x, y, weights, l2_grid, class_mask=None, *, num_classes: int, max_i
 
     solver = optax.lbfgs()
 
-    def solve(params, l2):
+    limit = len(l2_grid) if num_active is None else num_active
+
+    def solve(params, entry):
+        l2, index = entry
         objective = partial(loss, l2=l2)
         value_and_grad = optax.value_and_grad_from_state(objective)
 
@@ -127,19 +141,26 @@ def fit_path(x, y, weights, l2_grid, class_mask=None, *, num_classes: int, max_i
         def keep_going(carry):
             return (carry[4] < max_iter) & ~carry[2]
 
-        init = (params, solver.init(params), jnp.array(False), jnp.array(jnp.inf, x.dtype), jnp.array(0))
+        # An inactive entry starts "done": the loop runs no step and passes the params on.
+        init = (params, solver.init(params), index >= limit, jnp.array(jnp.inf, x.dtype), jnp.array(0))
         params, _, _, _, count = jax.lax.while_loop(keep_going, step, init)
         return params, (params, count)
 
-    start = (jnp.zeros((x.shape[1], num_classes), x.dtype), jnp.zeros(num_classes, x.dtype))
-    _, (params, counts) = jax.lax.scan(solve, start, l2_grid)
+    if start is None:
+        start = (jnp.zeros((x.shape[1], num_classes), x.dtype), jnp.zeros(num_classes, x.dtype))
+    _, (params, counts) = jax.lax.scan(solve, tuple(start), (l2_grid, jnp.arange(len(l2_grid))))
     return params[0], params[1], mean, scale, counts
 
 
 def solve_path(x: np.ndarray, y: np.ndarray, weights: np.ndarray, l2_grid: list[float], *, num_classes: int,
                max_iter: int, tol: float, gap_tol: float, standardize: bool, multi: bool = False,
-               buckets: bool | None = None) -> tuple[np.ndarray, ...]:
-    """``fit_path`` on the problem padded to its shape bucket, the padding cut off the result."""
+               buckets: bool | None = None, start: tuple[np.ndarray, np.ndarray] | None = None,
+               num_active: int | None = None) -> tuple[np.ndarray, ...]:
+    """``fit_path`` on the problem padded to its shape bucket, the padding cut off the result.
+
+    ``start``: (W (D, C), b (C,)) for the first l2, in the standardised space of this problem;
+    ``num_active``: solve only the first that many l2 values (see ``fit_path``).
+    """
     buckets = SHAPE_BUCKETS if buckets is None else buckets
     n, d = x.shape
     rows, width, classes = ((bucket(n, ROW_FLOOR), bucket(d, WIDTH_FLOOR), bucket(num_classes, CLASS_FLOOR))
@@ -153,9 +174,15 @@ def solve_path(x: np.ndarray, y: np.ndarray, weights: np.ndarray, l2_grid: list[
         y_pad[:n] = y
     w_pad = np.zeros(rows, np.float32)
     w_pad[:n] = weights
+    # Always passed (zeros, all), so a cold path and a warm refit share one compile per shape.
+    start_w, start_b = np.zeros((width, classes), np.float32), np.zeros(classes, np.float32)
+    if start is not None:
+        start_w[:d, :num_classes], start_b[:num_classes] = start
     out = fit_path(jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(w_pad), jnp.asarray(l2_grid, jnp.float32),
-                   jnp.asarray(np.arange(classes) < num_classes), num_classes=classes, max_iter=max_iter, tol=tol,
-                   gap_tol=gap_tol, standardize=standardize, multi=multi)
+                   jnp.asarray(np.arange(classes) < num_classes), (jnp.asarray(start_w), jnp.asarray(start_b)),
+                   jnp.asarray(len(l2_grid) if num_active is None else num_active, jnp.int32),
+                   num_classes=classes, max_iter=max_iter, tol=tol, gap_tol=gap_tol, standardize=standardize,
+                   multi=multi)
     w, b, mean, scale, counts = (np.asarray(a) for a in out)
     return w[:, :d, :num_classes], b[:, :num_classes], mean[:d], scale[:d], counts
 
@@ -204,22 +231,37 @@ def fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
                     gap_tol=float(config["gap_tol"]),
                     standardize=bool(config["standardize"]), multi=multi)
 
-    train_only = np.r_[np.ones(len(y_train)), np.zeros(len(y_val))]
-    w, b, mean, scale, iterations = solve(x_all, y_all, train_only, grid)
+    x_train = np.asarray(x_train, np.float32)
+    w, b, mean, scale, iterations = solve(x_train, y_train, np.ones(len(y_train)), grid)
     score = metrics.get_metric(select_by).function
     val_scores = [score(predict(LinearHead(w[i], b[i], mean, scale), x_val), y_val) for i in range(len(grid))]
     best = grid.index(choose_l2(grid, val_scores))
 
-    everything = np.ones(len(y_all))
-    # The refit repeats the chosen l2 to keep the compiled shape; repeats after the first converge
-    # at once from their warm start, so this costs one fit, not len(grid).
-    w, b, mean, scale, refit_iterations = solve(x_all, y_all, everything, [grid[best]] * len(grid))
+    chosen = LinearHead(w[best], b[best], mean, scale)
+    start = _restandardized(chosen, x_all, bool(config["standardize"])) if config["refit_start"] == "selected" else None
+    # The l2 argument keeps the grid's length (the compiled shape); only its first entry is solved.
+    w, b, mean, scale, refit_iterations = solve(x_all, y_all, np.ones(len(y_all)), [grid[best]] * len(grid),
+                                                start=start, num_active=1)
     counts = [int(i) for i in iterations] + [int(refit_iterations[0])]
     details = {"l2": grid[best], "selected_by": f"val_{select_by}", "val_source": val_source,
                f"val_{select_by}": {f"{l2:.3g}": value for l2, value in zip(grid, val_scores)},
                "iterations": counts, "converged": all(count < max_iter for count in counts), "solver": path,
                "num_train": int(len(y_train)), "num_val": int(len(y_val))}
     return LinearHead(w[0], b[0], mean, scale), details
+
+
+def _restandardized(head: LinearHead, x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``head``'s (W, b) for the standardiser the refit on ``x`` will use: the same logits on
+    every input, so the refit starts where the selection ended."""
+    if not standardize:
+        return head.w, head.b
+    x64 = np.asarray(x, np.float64)
+    mean = x64.mean(0)
+    scale = np.sqrt(((x64 - mean) ** 2).mean(0)) + 1e-6
+    # ((x - m1) / s1) W1 + b1 = ((x - m2) / s2) W2 + b2  with  W2 = (s2 / s1) W1,  b2 = b1 + ((m2 - m1) / s1) W1
+    w = (scale / head.scale)[:, None] * head.w
+    b = head.b + ((mean - head.mean) / head.scale) @ head.w
+    return w.astype(np.float32), b.astype(np.float32)
 
 
 def _with_val(train, val, config):

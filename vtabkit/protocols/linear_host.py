@@ -66,16 +66,20 @@ def _stopping(z, targets, weights, l2, multi, tol, gap_tol):
 
 def solve_path(x: np.ndarray, y: np.ndarray, weights: np.ndarray, l2_grid: list[float], *, num_classes: int,
                max_iter: int, tol: float, gap_tol: float, standardize: bool,
-               multi: bool = False) -> tuple[np.ndarray, ...]:
-    """``linear.solve_path``'s result (W (L, D, C), b (L, C), mean, scale, iterations (L,)), in float32."""
+               multi: bool = False, start: tuple[np.ndarray, np.ndarray] | None = None,
+               num_active: int | None = None) -> tuple[np.ndarray, ...]:
+    """``linear.solve_path``'s result (W (L, D, C), b (L, C), mean, scale, iterations (L,)), in float32;
+    ``start`` and ``num_active`` as there."""
     # Matrices this small run slower on several BLAS threads than on one (measured: 15x on 2
     # busy cores for 1000 x 64 @ 64 x 10), and the device path keeps the threads meanwhile.
     with threadpool_limits(1, user_api="blas"):
         return _solve_path(x, y, weights, l2_grid, num_classes=num_classes, max_iter=max_iter, tol=tol,
-                           gap_tol=gap_tol, standardize=standardize, multi=multi)
+                           gap_tol=gap_tol, standardize=standardize, multi=multi, start=start,
+                           num_active=len(l2_grid) if num_active is None else num_active)
 
 
-def _solve_path(x, y, weights, l2_grid, *, num_classes, max_iter, tol, gap_tol, standardize, multi):
+def _solve_path(x, y, weights, l2_grid, *, num_classes, max_iter, tol, gap_tol, standardize, multi, start,
+                num_active):
     x = np.asarray(x, np.float64)
     weights = np.asarray(weights, np.float64)
     if standardize:
@@ -85,14 +89,18 @@ def _solve_path(x, y, weights, l2_grid, *, num_classes, max_iter, tol, gap_tol, 
     z = (x - mean) / scale
     targets = np.asarray(y, np.float64) if multi else np.eye(num_classes)[np.asarray(y)]
     d, c = x.shape[1], num_classes
-    theta = np.zeros(d * c + c)
+    theta = np.zeros(d * c + c) if start is None else np.r_[np.ravel(start[0]), start[1]].astype(np.float64)
     ws, bs, counts = [], [], []
-    for l2 in l2_grid:
+    for index, l2 in enumerate(l2_grid):
+        if index >= num_active:  # as the device path: the last solution, no iterations
+            ws.append(ws[-1])
+            bs.append(bs[-1])
+            counts.append(0)
+            continue
         objective, callback, state = _stopping(z, targets, weights, float(l2), multi, tol, gap_tol)
-        start = theta
-        value, grad = objective(start)
+        value, grad = objective(theta)
         if not (np.abs(grad).max() <= tol and grad @ grad <= 2.0 * l2 * gap_tol * value):
-            done = minimize(objective, start, jac=True, method="L-BFGS-B", callback=callback,
+            done = minimize(objective, theta, jac=True, method="L-BFGS-B", callback=callback,
                             options=dict(maxiter=max_iter, gtol=0.0, ftol=0.0, maxls=50))
             theta = done.x
         ws.append(theta[:d * c].reshape(d, c))
