@@ -178,9 +178,10 @@ def solve_path(x: np.ndarray, y: np.ndarray, weights: np.ndarray, l2_grid: list[
     start_w, start_b = np.zeros((width, classes), np.float32), np.zeros(classes, np.float32)
     if start is not None:
         start_w[:d, :num_classes], start_b[:num_classes] = start
-    out = fit_path(jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(w_pad), jnp.asarray(l2_grid, jnp.float32),
-                   jnp.asarray(np.arange(classes) < num_classes), (jnp.asarray(start_w), jnp.asarray(start_b)),
-                   jnp.asarray(len(l2_grid) if num_active is None else num_active, jnp.int32),
+    # NumPy arguments go to the device with the call (a jnp.asarray per argument would compile a
+    # small transfer function for every new shape).
+    out = fit_path(x_pad, y_pad, w_pad, np.asarray(l2_grid, np.float32), np.arange(classes) < num_classes,
+                   (start_w, start_b), np.int32(len(l2_grid) if num_active is None else num_active),
                    num_classes=classes, max_iter=max_iter, tol=tol, gap_tol=gap_tol, standardize=standardize,
                    multi=multi)
     w, b, mean, scale, counts = (np.asarray(a) for a in out)
