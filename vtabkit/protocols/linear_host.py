@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit, log_expit, logsumexp
+from scipy.special import expit, log_expit
 from threadpoolctl import threadpool_limits
 
 
@@ -32,9 +32,13 @@ def _loss_and_grad(theta, z, targets, weights, l2, multi):
         nll = (-log_expit(-logits) - targets * logits).sum(1)
         residual = expit(logits) - targets
     else:
-        top = logsumexp(logits, axis=1, keepdims=True)
-        nll = top[:, 0] - (targets * logits).sum(1)
-        residual = np.exp(logits - top) - targets
+        # One exp pass serves both the log-sum-exp and the softmax (scipy's logsumexp would take
+        # its own, and costs more than the arithmetic on probe-sized arrays).
+        shifted = logits - logits.max(1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(1, keepdims=True)
+        nll = np.log(total[:, 0]) - (targets * shifted).sum(1)
+        residual = exp / total - targets
     share = weights / weights.sum()
     residual *= share[:, None]
     value = float(share @ nll + 0.5 * l2 * (w * w).sum())
