@@ -104,7 +104,7 @@ def test_the_chosen_head_is_re_expressed_for_the_refits_standardiser():
 @pytest.mark.parametrize("host_max_size", [0, 1e12])  # the device path and the host path
 def test_a_warm_refit_reaches_the_cold_refit_solution_in_fewer_iterations(host_max_size):
     x, y = load_digits(return_X_y=True)
-    x, y = x.astype(np.float32), y
+    x = x.astype(np.float32)
     train, val, test = (x[:800], y[:800]), (x[800:1000], y[800:1000]), x[1000:]
     heads = {}
     for start in ("selected", "zeros"):

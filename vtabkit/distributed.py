@@ -8,23 +8,22 @@ disk (which cells are done, whether features are cached) reaches the others by `
 so the processes never need a shared file system. `agree` compares the processes' commands
 at start: processes that would compute different things stop, each in one line.
 
-Sits at the data-source floor: imports only `source` (split arithmetic) and `errors`.
+Sits at the data-source floor: imports only `source` (split arithmetic), `errors` and `quiet`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
 import sys
 import threading
-from typing import Iterator
 
 import numpy as np
 
 from vtabkit import source
 from vtabkit.errors import UserError
+from vtabkit.quiet import stderr_fd_silenced
 
 DEFAULT_TIMEOUT_S = 300  # JAX's own default for joining the coordinator
 MODES = ("auto", "on", "off")
@@ -114,7 +113,8 @@ def initialize(*, coordinator: str | None = None, num_processes: int | None = No
     watchdog.daemon = True
     watchdog.start()
     try:
-        with _fd_silenced(2):  # the coordination service's start-up log lines
+        # The coordination service's start-up log lines; a failure becomes our one line below.
+        with stderr_fd_silenced(replay_on_error=False):
             # JAX's own deadline a little later than ours: when it passes JAX aborts the process
             # with a stack trace, so the watchdog speaks first.
             jax.distributed.initialize(coordinator, num_processes, process_id,
@@ -163,26 +163,6 @@ def _give_up(where: str, host: str | None, port: int | None, process_id: int | N
     sys.stdout.flush()
     os.write(terminal, f"vtabkit: error: {problem}\n".encode())
     os._exit(2)
-
-
-@contextlib.contextmanager
-def _fd_silenced(fd: int) -> Iterator[None]:
-    """Discard what C++ code writes to ``fd`` inside the block (the coordination service logs
-    its start on stderr)."""
-    stream = sys.stdout if fd == 1 else sys.stderr
-    try:
-        stream.flush()
-        saved = os.dup(fd)
-    except (OSError, ValueError):
-        yield
-        return
-    with open(os.devnull, "wb") as sink:
-        os.dup2(sink.fileno(), fd)
-        try:
-            yield
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
 
 
 def process_count() -> int:

@@ -45,11 +45,12 @@ def quiet_command_line() -> None:
 
 
 @contextlib.contextmanager
-def stderr_fd_silenced() -> Iterator[None]:
+def stderr_fd_silenced(replay_on_error: bool = True) -> Iterator[None]:
     """Discard what C/C++ code writes to file descriptor 2 inside the block.
 
     Python's ``sys.stderr`` redirection cannot catch it. On an exception the captured text is
-    replayed, so a failing import still explains itself.
+    replayed (``replay_on_error``), so a failing import still explains itself; callers that turn
+    the exception into their own one-line error pass False.
     """
     try:
         sys.stderr.flush()
@@ -63,8 +64,9 @@ def stderr_fd_silenced() -> Iterator[None]:
             yield
         except BaseException:
             os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
+            if replay_on_error:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode(errors="replace"))
             raise
         finally:
             os.dup2(saved, 2)

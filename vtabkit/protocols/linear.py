@@ -256,9 +256,7 @@ def _restandardized(head: LinearHead, x: np.ndarray, standardize: bool) -> tuple
     every input, so the refit starts where the selection ended."""
     if not standardize:
         return head.w, head.b
-    x64 = np.asarray(x, np.float64)
-    mean = x64.mean(0)
-    scale = np.sqrt(((x64 - mean) ** 2).mean(0)) + 1e-6
+    mean, scale = linear_host.standardizer(np.asarray(x, np.float64), np.ones(len(x)))
     # ((x - m1) / s1) W1 + b1 = ((x - m2) / s2) W2 + b2  with  W2 = (s2 / s1) W1,  b2 = b1 + ((m2 - m1) / s1) W1
     w = (scale / head.scale)[:, None] * head.w
     b = head.b + ((mean - head.mean) / head.scale) @ head.w

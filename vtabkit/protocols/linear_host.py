@@ -16,7 +16,8 @@ from scipy.special import expit, log_expit
 from threadpoolctl import threadpool_limits
 
 
-def _standardizer(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardizer(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted mean and std (+1e-6) per column that both paths standardise with."""
     total = weights.sum()
     mean = (weights[:, None] * x).sum(0) / total
     var = (weights[:, None] * (x - mean) ** 2).sum(0) / total
@@ -87,7 +88,7 @@ def _solve_path(x, y, weights, l2_grid, *, num_classes, max_iter, tol, gap_tol, 
     x = np.asarray(x, np.float64)
     weights = np.asarray(weights, np.float64)
     if standardize:
-        mean, scale = _standardizer(x, weights)
+        mean, scale = standardizer(x, weights)
     else:
         mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
     z = (x - mean) / scale
